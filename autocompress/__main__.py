@@ -1,0 +1,5 @@
+import sys
+
+from autocompress.cli import main
+
+sys.exit(main())

@@ -1,0 +1,44 @@
+"""Plan -> compressed student: a pruned and fake-quantized copy of the teacher.
+
+The same function builds a trial's student and rebuilds a saved one (its state_dict, masks
+included, loads into ``compress(teacher, plan, example)``: structured pruning is deterministic),
+so a Pareto point needs only its plan and weights to come back.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from autocompress.plan import CompressionPlan
+from autocompress.prune import prune_
+from autocompress.quantize import quantize_
+from autocompress.structured import prune_channels_
+
+
+def compress(teacher: nn.Module, plan: CompressionPlan, example: torch.Tensor) -> nn.Module:
+    """``example``: one input batch, traced to find the channels that structured pruning removes
+    together (residuals, BatchNorm, depthwise convolutions)."""
+    student = copy.deepcopy(teacher)
+    for parameter in student.parameters():
+        parameter.requires_grad_(True)
+    # Channels first (it needs plain layers), then masks, so quantization scales are computed
+    # from the weights that survive.
+    if plan.structured_ratios:
+        prune_channels_(student, plan.structured_ratios, example)
+    prune_(student, plan.unstructured_ratios)
+    quantize_(student, plan.bits, plan.act_bits)
+    return student
+
+
+def materialize(student: nn.Module) -> nn.Module:
+    """A copy with the masks and weight quantization baked into plain weights: what a deployed
+    model computes (activation quantizers stay), so its latency is the one worth measuring."""
+    plain = copy.deepcopy(student)
+    for module in plain.modules():
+        if parametrize.is_parametrized(module, "weight"):
+            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+    return plain.eval()

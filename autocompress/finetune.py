@@ -1,0 +1,99 @@
+"""The training loop shared by the baseline and every trial's fine-tuning.
+
+Data sets here are small and live on the device as whole tensors, so batches are index
+slices of a seeded permutation: far cheaper than a DataLoader, and it keeps all work on the
+chosen device. Knows nothing of Optuna or MLflow: progress leaves through ``on_epoch``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from autocompress.distill import distillation_loss
+from autocompress.errors import TrialFailed
+from autocompress.plan import DistillPlan
+
+EVAL_BATCH = 2048
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    epoch: int  # 1-based
+    loss: float  # mean training loss over the epoch
+    val_accuracy: float
+    seconds: float
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    was_training = model.training
+    model.eval()
+    logits = torch.cat([model(x[i : i + EVAL_BATCH]) for i in range(0, len(x), EVAL_BATCH)])
+    model.train(was_training)
+    return logits
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    return float((predict_logits(model, x).argmax(dim=1) == y).float().mean().item())
+
+
+def fit(
+    model: nn.Module,
+    train: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor],
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    weight_decay: float = 0.0,
+    teacher_logits: torch.Tensor | None = None,
+    distill: DistillPlan | None = None,
+    on_epoch: Callable[[EpochResult], None] | None = None,
+) -> list[EpochResult]:
+    """Adam with a cosine learning-rate decay; with ``distill`` enabled the loss mixes in the
+    teacher's cached logits for the same training examples."""
+    x, y = train
+    use_teacher = distill is not None and distill.enabled and teacher_logits is not None
+    temperature = distill.temperature if distill is not None else 1.0
+    alpha = distill.alpha if use_teacher and distill is not None else 0.0
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    steps_per_epoch = math.ceil(len(x) / batch_size)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * steps_per_epoch)
+    generator = torch.Generator().manual_seed(seed)
+    history: list[EpochResult] = []
+    for epoch in range(1, epochs + 1):
+        start = time.perf_counter()
+        model.train()
+        order = torch.randperm(len(x), generator=generator).to(x.device)
+        total = torch.zeros((), device=x.device)
+        for i in range(0, len(x), batch_size):
+            idx = order[i : i + batch_size]
+            logits = model(x[idx])
+            teacher = teacher_logits[idx] if use_teacher and teacher_logits is not None else None
+            loss = distillation_loss(logits, y[idx], teacher, temperature, alpha)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total += loss.detach() * len(idx)
+        mean_loss = float(total.item()) / len(x)
+        if not math.isfinite(mean_loss):
+            raise TrialFailed(f"training loss became {mean_loss} in epoch {epoch}")
+        logits = predict_logits(model, val[0])
+        if not bool(torch.isfinite(logits).all()):
+            raise TrialFailed(f"validation logits are not finite after epoch {epoch}")
+        val_accuracy = float((logits.argmax(dim=1) == val[1]).float().mean())
+        result = EpochResult(epoch, mean_loss, val_accuracy, time.perf_counter() - start)
+        history.append(result)
+        if on_epoch is not None:
+            on_epoch(result)
+    model.eval()
+    return history

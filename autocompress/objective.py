@@ -1,0 +1,156 @@
+"""One trial, step by step: params -> plan -> compressed, fine-tuned student -> (accuracy, size)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import torch
+
+from autocompress.artifact import SUFFIX, ModelSpec, pack
+from autocompress.compress import compress, materialize
+from autocompress.config import ExperimentConfig
+from autocompress.data import DataSplits
+from autocompress.errors import TrialFailed
+from autocompress.finetune import EpochResult, fit
+from autocompress.latency import measure_latency
+from autocompress.size import model_size
+from autocompress.space import SearchSpace
+from autocompress.teacher import Baseline
+from autocompress.tracking import Tracker
+
+# Few repeats: latency is logged for every trial and must stay a small share of its time.
+LATENCY_WARMUP = 3
+LATENCY_REPEATS = 10
+
+
+@dataclass(frozen=True)
+class SearchContext:
+    """What every trial of one run shares: built once, before the first trial."""
+
+    config: ExperimentConfig
+    space: SearchSpace
+    data: DataSplits  # on the device
+    baseline: Baseline
+    tracker: Tracker
+    parent_run_id: str
+    models_dir: Path  # each complete trial's compressed file; front members' are kept
+    model_spec: ModelSpec  # what a compressed file rebuilds its architecture from
+
+
+def model_path(models_dir: Path, number: int) -> Path:
+    return models_dir / f"trial-{number:04d}{SUFFIX}"
+
+
+class Objective:
+    def __init__(self, context: SearchContext) -> None:
+        self.ctx = context
+
+    def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
+        ctx = self.ctx
+        start = time.perf_counter()
+        # 1. Optuna's flat parameters -> the plan (logged verbatim: enough to rebuild it).
+        plan = ctx.space.suggest(trial)
+        trial.set_user_attr("plan", plan.to_dict())
+        trial.set_user_attr("summary", plan.summary())
+        run_id = ctx.tracker.start_trial(
+            ctx.parent_run_id, trial.number, trial.params, plan.to_dict()
+        )
+        trial.set_user_attr("mlflow_run_id", run_id)
+        try:
+            # 2. A fresh copy of the teacher, pruned and fake-quantized.
+            torch.manual_seed(ctx.config.seed + trial.number)
+            student = compress(ctx.baseline.model, plan, ctx.data.train_x[:2])
+
+            # 3. Fine-tune against the teacher's logits, cached once per run.
+            def on_epoch(result: EpochResult) -> None:
+                ctx.tracker.log_metrics(
+                    run_id,
+                    {"val_accuracy": result.val_accuracy, "train_loss": result.loss},
+                    step=result.epoch,
+                )
+                if result.epoch == 1 and result.val_accuracy < self._hopeless_below():
+                    raise optuna.TrialPruned(
+                        f"validation accuracy {result.val_accuracy:.2%} after epoch 1"
+                    )
+
+            tuned = time.perf_counter()
+            history = fit(
+                student,
+                (ctx.data.train_x, ctx.data.train_y),
+                (ctx.data.val_x, ctx.data.val_y),
+                epochs=plan.finetune.epochs,
+                lr=plan.finetune.lr,
+                batch_size=plan.finetune.batch_size,
+                seed=ctx.config.seed + trial.number,
+                teacher_logits=ctx.baseline.train_logits,
+                distill=plan.distill,
+                on_epoch=on_epoch,
+            )
+            finetune_s = time.perf_counter() - tuned
+
+            # 4. Validation accuracy (the last epoch's, already checked finite) and the size.
+            if not all(bool(torch.isfinite(p).all()) for p in student.parameters()):
+                raise TrialFailed("the compressed model's weights are not finite")
+            val_accuracy = history[-1].val_accuracy
+            # The size is the real file's length; the formula stays as a check on it.
+            packing = time.perf_counter()
+            packed = pack(student, plan, ctx.model_spec)
+            pack_s = time.perf_counter() - packing
+            path = model_path(ctx.models_dir, trial.number)
+            path.write_bytes(packed)
+            formula = model_size(student, plan.bits)
+            # Latency of what a deployment runs: masks and quantization baked into weights.
+            latency = measure_latency(
+                materialize(student), ctx.data.input_shape, ctx.data.val_x.device,
+                warmup=LATENCY_WARMUP, repeats=LATENCY_REPEATS,
+            )  # fmt: skip
+            weights = sum(layer.numel for layer in formula.layers)
+            nonzero = sum(layer.nonzero for layer in formula.layers)
+            metrics = {
+                "accuracy": val_accuracy,
+                "accuracy_drop": ctx.baseline.val_accuracy - val_accuracy,
+                "size_bytes": len(packed),
+                "size_formula_bytes": formula.total_bytes,
+                "compression_ratio": ctx.baseline.float32_bytes / len(packed),
+                "sparsity": 1 - nonzero / weights,
+                "parameters": sum(p.numel() for p in student.parameters()),
+                **{f"latency_ms_batch{b}": lat.median_ms for b, lat in latency.items()},
+                "time_finetune_s": finetune_s,
+                "time_pack_s": pack_s,
+                "time_trial_s": time.perf_counter() - start,
+            }
+            trial.set_user_attr("latency_ms", latency[1].median_ms)
+            trial.set_user_attr("time_finetune_s", finetune_s)
+            ctx.tracker.log_file(run_id, path)  # on the run: found from any machine
+            ratio = metrics["compression_ratio"]
+            ctx.tracker.end(
+                run_id,
+                "FINISHED",
+                {"state": "COMPLETE"},
+                metrics,
+                name=f"trial-{trial.number:03d} {ratio:.1f}x {val_accuracy:.2%}",
+            )
+            # 5. The objectives back to the study: maximize accuracy, minimize bytes (and ms).
+            values = {"accuracy": val_accuracy, "size": float(len(packed))}
+            values["latency"] = latency[1].median_ms
+            return tuple(values[name] for name in ctx.config.objectives)
+        except optuna.TrialPruned as exc:
+            trial.set_user_attr("pruned_reason", str(exc))
+            ctx.tracker.end(run_id, "KILLED", {"state": "PRUNED", "pruned_reason": str(exc)})
+            raise
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+            trial.set_user_attr("fail_reason", reason)
+            ctx.tracker.end(run_id, "FAILED", {"state": "FAIL", "fail_reason": reason})
+            raise
+        except BaseException as exc:  # a signal (KeyboardInterrupt): the trial did not fail
+            reason = str(exc) or type(exc).__name__
+            trial.set_user_attr("fail_reason", reason)
+            ctx.tracker.end(run_id, "KILLED", {"state": "FAIL", "fail_reason": reason})
+            raise
+
+    def _hopeless_below(self) -> float:
+        return self.ctx.baseline.val_accuracy - self.ctx.config.early_stop_drop

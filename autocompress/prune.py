@@ -1,0 +1,79 @@
+"""Unstructured magnitude pruning through a weight parametrization.
+
+A ``WeightMask`` is registered on the layer's ``weight`` with
+``torch.nn.utils.parametrize``: ``layer.weight`` is then always ``original * mask``. Optimizer
+steps act on ``parametrizations.weight.original``, but the mask multiplies every forward pass,
+so pruned weights stay exactly zero through fine-tuning, and the model remains an ordinary
+module that trains, deep-copies and round-trips through ``state_dict`` (the mask is a buffer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from autocompress.errors import ConfigError
+from autocompress.models import COMPRESSIBLE_TYPES
+
+
+def compressible_layer(model: nn.Module, name: str, field: str) -> nn.Module:
+    """The compressible layer called ``name`` in ``model.named_modules()``, else ConfigError."""
+    layer = dict(model.named_modules()).get(name)
+    if layer is None or not isinstance(layer, COMPRESSIBLE_TYPES):
+        raise ConfigError(field, f"{name!r} is not a Linear, Conv1d or Conv2d layer of the model")
+    return layer
+
+
+def magnitude_mask(weight: Tensor, ratio: float) -> Tensor:
+    """A float mask of ``weight``'s shape with exactly ``round(ratio * numel)`` zeros.
+
+    The zeros sit at the smallest ``|w|``; a stable sort breaks ties by flat (row-major)
+    position, so the same weight always gives the same mask and the count is exact even when
+    many weights are equal (e.g. already zero).
+    """
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"ratio must be in [0, 1], got {ratio}")
+    flat = weight.detach().reshape(-1)
+    n_zero = round(ratio * flat.numel())
+    mask = torch.ones_like(flat)
+    order = torch.argsort(flat.abs(), stable=True)
+    mask[order[:n_zero]] = 0.0
+    return mask.reshape(weight.shape)
+
+
+class WeightMask(nn.Module):
+    """Parametrization ``w -> w * mask``; the mask is a buffer so it lives in ``state_dict``."""
+
+    mask: Tensor
+
+    def __init__(self, mask: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mask", mask.detach().clone())
+
+    def forward(self, w: Tensor) -> Tensor:
+        return w * self.mask
+
+
+def prune_(model: nn.Module, ratios: Mapping[str, float]) -> None:
+    """Prune each named layer in place to its ratio of zero weights (smallest magnitudes).
+
+    Must run before ``quantize_`` so that the mask is the first parametrization and the
+    quantization scales are computed from the masked weights. Ratio 0 registers nothing.
+    """
+    for name, ratio in ratios.items():
+        field = f"prune/{name}"
+        layer = compressible_layer(model, name, field)
+        if not 0.0 <= ratio < 1.0:
+            raise ConfigError(field, "ratio must be in [0, 1)")
+        if parametrize.is_parametrized(layer, "weight"):
+            raise ConfigError(field, "layer is already pruned or quantized; prune once, first")
+        if ratio == 0.0:
+            continue
+        weight = layer.weight
+        assert isinstance(weight, Tensor)
+        parametrize.register_parametrization(
+            layer, "weight", WeightMask(magnitude_mask(weight, ratio))
+        )

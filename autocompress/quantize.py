@@ -1,0 +1,222 @@
+"""Per-layer fake quantization of weights and activations, for every compressible layer kind.
+
+torchao's QAT configs cover ``nn.Linear`` only, so this module quantizes Linear, Conv1d and
+Conv2d (grouped and depthwise included) itself, with the same mechanism as pruning: a
+``torch.nn.utils.parametrize`` parametrization on ``weight``. ``layer.weight`` is therefore
+always the effective, dequantized weight, while the optimizer updates the float
+``parametrizations.weight.original`` through a straight-through gradient.
+
+Weights: per output channel (dim 0), symmetric. For ``b`` in 2..15 bits,
+``qmax = 2**(b-1) - 1``, ``scale = max|w| / qmax`` over the channel and
+``q = clamp(round(w / scale), -qmax, qmax)``: at most ``2**b - 1`` levels and zero stays exactly
+zero (so pruned weights remain pruned). ``b == 1`` is the one exception: a 1-bit symmetric
+quantizer with a zero level would have no other level, so 1 bit means sign binarization
+``{-s, +s}`` with ``s`` the mean ``|w|`` of the channel's nonzero weights, and zeros stay zero
+(the sparsity encoding, not the value, carries them). 16 bits is an fp16 round trip, 32 bits
+leaves the weight in float.
+
+Activations: ``ActFakeQuant`` quantizes a layer's input per tensor, from a running max-abs
+statistic, using the unsigned range when every observed input was non-negative (after ReLU).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from autocompress.errors import ConfigError
+from autocompress.prune import compressible_layer
+
+INT_BITS = range(1, 16)
+FP16_BITS = 16
+FLOAT_BITS = 32
+
+_BITS_MESSAGE = "bits must be 1..15, 16 (fp16) or 32 (float)"
+_ACT_BITS_MESSAGE = "activation bits must be 2..15, 16 (fp16) or 32 (float)"
+
+
+def check_bits(bits: int, field: str) -> None:
+    """Raise ConfigError unless ``bits`` is 1..15 (integer levels), 16 (fp16) or 32 (float)."""
+    if isinstance(bits, bool) or not isinstance(bits, int):
+        raise ConfigError(field, _BITS_MESSAGE)
+    if bits not in INT_BITS and bits not in (FP16_BITS, FLOAT_BITS):
+        raise ConfigError(field, _BITS_MESSAGE)
+
+
+def _check_act_bits(bits: int, field: str) -> None:
+    """Activation bits: as ``check_bits`` but without 1, since a 1-bit signed range is empty."""
+    try:
+        check_bits(bits, field)
+    except ConfigError:
+        raise ConfigError(field, _ACT_BITS_MESSAGE) from None
+    if bits == 1:
+        raise ConfigError(field, _ACT_BITS_MESSAGE)
+
+
+def _channel_view(t: Tensor, w: Tensor) -> Tensor:
+    """Reshape a per-output-channel vector so it broadcasts against ``w``."""
+    return t.reshape(-1, *([1] * (w.dim() - 1)))
+
+
+def integer_codes(w: Tensor, bits: int) -> tuple[Tensor, Tensor]:
+    """Integer codes (int32) and per-channel scales with ``codes * scale`` the quantized weight.
+
+    A packer stores exactly these, so the unpacked weight reproduces the model bit for bit:
+    ``quantize_weight`` is defined as ``codes.to(w.dtype) * scale``. All-zero channels (and
+    channels so small that the scale underflows) get scale 1 and codes 0.
+    """
+    if bits not in INT_BITS:
+        raise ValueError(f"integer_codes needs bits in 1..15, got {bits}")
+    w = w.detach()
+    flat = w.reshape(w.shape[0], -1)
+    if bits == 1:
+        mean_abs = flat.abs().sum(dim=1) / (flat != 0).sum(dim=1).clamp(min=1)
+        # a channel of zeros (or of subnormals whose mean underflows) quantizes to zeros
+        codes = torch.sign(w) * _channel_view(mean_abs > 0, w)
+        return codes.to(torch.int32), torch.where(mean_abs > 0, mean_abs, 1.0)
+    qmax = 2 ** (bits - 1) - 1
+    scale = flat.abs().amax(dim=1) / qmax
+    scale = torch.where(scale > 0, scale, 1.0)
+    codes = torch.clamp(torch.round(w / _channel_view(scale, w)), -qmax, qmax)
+    return codes.to(torch.int32), scale
+
+
+def quantize_weight(w: Tensor, bits: int) -> tuple[Tensor, Tensor | None]:
+    """The dequantized weight and its per-channel scale (``None`` for fp16 and float)."""
+    if bits == FLOAT_BITS:
+        return w, None
+    if bits == FP16_BITS:
+        return w.to(torch.float16).to(w.dtype), None
+    codes, scale = integer_codes(w, bits)
+    return codes.to(w.dtype) * _channel_view(scale, w), scale
+
+
+def _straight_through(x: Tensor, q: Tensor) -> Tensor:
+    """``q`` in the forward pass, identity gradient to ``x`` in the backward pass.
+
+    ``x + (q - x).detach()`` can differ from ``q`` by one rounding; ``x - x.detach()`` is an
+    exact zero, so this returns exactly ``q`` (which the packer must reproduce).
+    """
+    return q.detach() + (x - x.detach())
+
+
+class WeightFakeQuant(nn.Module):
+    """Parametrization: per-channel fake quantization of a weight, straight-through gradient."""
+
+    def __init__(self, bits: int) -> None:
+        super().__init__()
+        check_bits(bits, "bits")
+        self.bits = bits
+
+    def forward(self, w: Tensor) -> Tensor:
+        return _straight_through(w, quantize_weight(w.detach(), self.bits)[0])
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}"
+
+
+class ActFakeQuant(nn.Module):
+    """Per-tensor fake quantization of a layer's input, applied by a forward pre-hook.
+
+    ``scale_src`` is a running max-abs (EMA, momentum 0.1) initialised from the first batch
+    seen, in train or eval; training updates it, eval uses it frozen. ``signed`` becomes True
+    once a negative input is seen in training (or in the first batch): until then the unsigned
+    range ``0..2**b - 1`` doubles the resolution of non-negative inputs such as ReLU outputs.
+    The buffers live in ``state_dict``; the updates avoid host synchronisation.
+    """
+
+    scale_src: Tensor
+    signed: Tensor
+    initialized: Tensor
+
+    def __init__(self, bits: int, momentum: float = 0.1) -> None:
+        super().__init__()
+        _check_act_bits(bits, "act_bits")
+        if bits == FLOAT_BITS:
+            raise ValueError("32-bit activations need no ActFakeQuant")
+        self.bits = bits
+        self.momentum = momentum
+        self.register_buffer("scale_src", torch.zeros(()))
+        self.register_buffer("signed", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+
+    @torch.no_grad()
+    def _observe(self, x: Tensor) -> None:
+        max_abs = x.abs().amax().to(self.scale_src.dtype)
+        negative = (x < 0).any()
+        if self.training:
+            ema = self.scale_src * (1.0 - self.momentum) + max_abs * self.momentum
+            signed = self.signed | negative
+        else:
+            ema, signed = self.scale_src, self.signed
+        self.scale_src.copy_(torch.where(self.initialized, ema, max_abs))
+        self.signed.copy_(torch.where(self.initialized, signed, negative))
+        self.initialized.fill_(True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.bits == FP16_BITS:
+            return _straight_through(x, x.detach().to(torch.float16).to(x.dtype))
+        self._observe(x)
+        qmax_signed = 2 ** (self.bits - 1) - 1
+        qmax_unsigned = 2**self.bits - 1
+        hi = torch.where(self.signed, qmax_signed, qmax_unsigned).to(x.dtype)
+        lo = torch.where(self.signed, -hi, torch.zeros_like(hi))
+        scale = self.scale_src.to(x.dtype).clamp(min=1e-12) / hi
+        xd = x.detach()
+        q = torch.minimum(torch.maximum(torch.round(xd / scale), lo), hi) * scale
+        return _straight_through(x, q)
+
+    def pre_hook(self, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        """Forward pre-hook of the owning layer: quantize its first positional input.
+
+        Registered as a bound method, so ``copy.deepcopy`` of the model rebinds it to the
+        copied ``ActFakeQuant`` (the layer's ``input_quant`` submodule).
+        """
+        return (self(args[0]), *args[1:])
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, momentum={self.momentum}"
+
+
+def weight_quantizer(layer: nn.Module) -> WeightFakeQuant | None:
+    """The layer's weight quantizer parametrization, if ``quantize_`` registered one."""
+    return next((m for m in layer.modules() if isinstance(m, WeightFakeQuant)), None)
+
+
+def quantize_(
+    model: nn.Module,
+    bits: Mapping[str, int],
+    act_bits: Mapping[str, int | None] | None = None,
+) -> None:
+    """Fake-quantize weights (and optionally inputs) of the named layers, in place.
+
+    Call after ``prune_`` so the mask parametrization comes first and the scales are computed
+    from the masked weights. 32 bits (or ``None`` for activations) registers nothing.
+    """
+    for name, b in bits.items():
+        field = f"bits/{name}"
+        layer = compressible_layer(model, name, field)
+        check_bits(b, field)
+        if weight_quantizer(layer) is not None:
+            raise ConfigError(field, "layer is already quantized; quantize once")
+        if b != FLOAT_BITS:
+            parametrize.register_parametrization(layer, "weight", WeightFakeQuant(b))
+    for name, ab in (act_bits or {}).items():
+        field = f"act_bits/{name}"
+        layer = compressible_layer(model, name, field)
+        if ab is None:
+            continue
+        _check_act_bits(ab, field)
+        if hasattr(layer, "input_quant"):
+            raise ConfigError(field, "layer input is already quantized; quantize once")
+        if ab == FLOAT_BITS:
+            continue
+        weight = layer.weight
+        assert isinstance(weight, Tensor)
+        quant = ActFakeQuant(ab).to(weight.device)
+        layer.add_module("input_quant", quant)
+        layer.register_forward_pre_hook(quant.pre_hook)

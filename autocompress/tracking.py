@@ -1,0 +1,146 @@
+"""MLflow logging: the only module that imports mlflow.
+
+Everything goes through ``MlflowClient`` with explicit run ids, never the fluent API, whose
+active run is per thread and per process: a resumed search (or another worker) finds the
+study's parent run by the id kept on the Optuna study and adds its trial runs under it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+
+_MAX_BATCH = 100  # MLflow's limit on params per log_batch call
+_MAX_VALUE = 6000  # MLflow's limit on a param value's length
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Tracker:
+    """One MLflow experiment per study; one parent run per study; one nested run per trial."""
+
+    def __init__(self, tracking_uri: str, experiment_name: str, artifact_dir: Path | None) -> None:
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        experiment = self.client.get_experiment_by_name(experiment_name)
+        if experiment is None:
+            location = artifact_dir.resolve().as_uri() if artifact_dir is not None else None
+            self.experiment_id = self.client.create_experiment(
+                experiment_name, artifact_location=location
+            )
+        else:
+            self.experiment_id = experiment.experiment_id
+            if experiment.lifecycle_stage == "deleted":
+                self.client.restore_experiment(self.experiment_id)
+
+    def open_parent(self, run_id: str | None, study_name: str) -> str:
+        """The study's parent run: the stored one if it still exists, else a new one."""
+        if run_id is not None:
+            try:
+                self.client.get_run(run_id)
+            except MlflowException:
+                run_id = None
+            else:
+                self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+                return run_id
+        run = self.client.create_run(
+            self.experiment_id, run_name=study_name, tags={"autocompress.role": "study"}
+        )
+        return str(run.info.run_id)
+
+    def start_trial(
+        self, parent_id: str, number: int, params: Mapping[str, Any], plan: dict[str, Any]
+    ) -> str:
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"trial-{number:03d}",
+            tags={
+                MLFLOW_PARENT_RUN_ID: parent_id,
+                "autocompress.role": "trial",
+                "trial": str(number),
+                "state": "RUNNING",
+            },
+        )
+        run_id = str(run.info.run_id)
+        self.log_params(run_id, params)
+        self.client.log_dict(run_id, plan, "plan.json")
+        return run_id
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        items = [Param(str(k)[:250], str(v)[:_MAX_VALUE]) for k, v in params.items()]
+        for i in range(0, len(items), _MAX_BATCH):
+            self.client.log_batch(run_id, params=items[i : i + _MAX_BATCH])
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+        stamp = _now_ms()
+        items = [Metric(k, float(v), stamp, step) for k, v in metrics.items()]
+        for i in range(0, len(items), _MAX_BATCH):
+            self.client.log_batch(run_id, metrics=items[i : i + _MAX_BATCH])
+
+    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def end(
+        self,
+        run_id: str,
+        status: str,
+        tags: Mapping[str, Any] | None = None,
+        metrics: Mapping[str, float] | None = None,
+        name: str | None = None,
+    ) -> None:
+        """Final metrics, tags and name in one batch, then status FINISHED, FAILED or KILLED."""
+        all_tags = {**(tags or {}), **({MLFLOW_RUN_NAME: name} if name else {})}
+        stamp = _now_ms()
+        self.client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), stamp, 0) for k, v in (metrics or {}).items()],
+            tags=[RunTag(k, str(v)) for k, v in all_tags.items()],
+        )
+        self.client.set_terminated(run_id, status=status)
+
+    def log_dict(self, run_id: str, data: dict[str, Any], artifact_file: str) -> None:
+        self.client.log_dict(run_id, data, artifact_file)
+
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        self.client.log_text(run_id, text, artifact_file)
+
+    def log_table(self, run_id: str, columns: dict[str, list[Any]], artifact_file: str) -> None:
+        self.client.log_table(run_id, columns, artifact_file)
+
+    def log_file(self, run_id: str, path: Path, folder: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), folder)
+
+    def download(self, run_id: str, artifact: str, destination: Path) -> Path | None:
+        """The artifact's local copy, or None if the run has no such artifact."""
+        try:
+            return Path(self.client.download_artifacts(run_id, artifact, str(destination)))
+        except (MlflowException, OSError):
+            return None
+
+    def register(self, name: str, run_id: str, artifact: str, tags: Mapping[str, str]) -> str:
+        """A new version of registered model ``name`` whose source is a run's artifact."""
+        try:
+            self.client.get_registered_model(name)
+        except MlflowException:
+            self.client.create_registered_model(name)
+        source = f"{self.client.get_run(run_id).info.artifact_uri}/{artifact}"
+        version = self.client.create_model_version(name, source, run_id=run_id, tags=dict(tags))
+        return str(version.version)
+
+    def close_if_running(self, run_id: str, status: str, tags: Mapping[str, Any]) -> bool:
+        """End a run a dead worker left RUNNING; True if it was."""
+        try:
+            running = self.client.get_run(run_id).info.status == "RUNNING"
+        except MlflowException:
+            return False
+        if running:
+            self.end(run_id, status, tags)
+        return running

@@ -1,0 +1,512 @@
+"""The .acz file: exact round trips, agreement with the size formula, and one clear error for
+every kind of bad file."""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+import struct
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from autocompress import artifact
+from autocompress.artifact import ArtifactError, ModelSpec, inspect, load_model, pack, unpack
+from autocompress.compress import compress
+from autocompress.errors import AutocompressError
+from autocompress.models import build_model
+from autocompress.plan import CompressionPlan, LayerPlan
+from autocompress.quantize import ActFakeQuant
+from autocompress.size import model_size
+
+MNIST_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+LENET = ModelSpec("lenet5", (1, 28, 28), 10)
+LENET_PLAN = CompressionPlan(
+    layers={
+        "conv1": LayerPlan(bits=6, prune=0.0, act_bits=8),  # signed input
+        "conv2": LayerPlan(bits=4, prune=0.5),
+        "fc1": LayerPlan(bits=2, prune=0.95),
+        "fc2": LayerPlan(bits=5, prune=0.2, act_bits=8),  # after ReLU: unsigned
+    }
+)
+NET_SOURCE = '''
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    """BatchNorm, a residual connection, grouped, depthwise and 1-d convolutions."""
+
+    def __init__(self, channels, num_classes):
+        super().__init__()
+        self.stem = nn.Conv2d(channels, 16, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.grouped = nn.Conv2d(16, 16, 3, padding=1, groups=4, bias=False)
+        self.bn2 = nn.BatchNorm2d(16)
+        self.depthwise = nn.Conv2d(16, 16, 3, padding=1, groups=16)
+        self.mix = nn.Conv1d(16, 12, 1)
+        self.head = nn.Sequential(nn.Linear(12, 32), nn.ReLU(), nn.Linear(32, num_classes))
+        self.register_buffer("offset", torch.zeros(num_classes))
+
+    def forward(self, x):
+        x = torch.relu(self.bn1(self.stem(x)))
+        x = x + torch.relu(self.bn2(self.grouped(x)))
+        x = self.mix(self.depthwise(x).flatten(2)).mean(2)
+        return self.head(x) + self.offset
+
+
+def factory(input_shape, num_classes):
+    return Net(input_shape[0], num_classes)
+'''
+NET_PLAN = CompressionPlan(
+    layers={
+        "stem": LayerPlan(bits=8, prune=0.0),
+        "grouped": LayerPlan(bits=1, prune=0.5),
+        "depthwise": LayerPlan(bits=16, prune=0.3),
+        "mix": LayerPlan(bits=32, prune=0.6),
+        "head.0": LayerPlan(bits=3, prune=0.95, act_bits=16),
+        "head.2": LayerPlan(bits=7, prune=0.1, act_bits=8),
+    }
+)
+
+
+@pytest.fixture(scope="session")
+def net_spec(tmp_path_factory: pytest.TempPathFactory) -> ModelSpec:
+    path = tmp_path_factory.mktemp("factory") / "net.py"
+    path.write_text(NET_SOURCE)
+    return ModelSpec(f"{path}:factory", (3, 8, 8), 5)
+
+
+def _student(spec: ModelSpec, plan: CompressionPlan, steps: int = 5) -> nn.Module:
+    """A compressed student after a few SGD steps on random data, so weights, BatchNorm
+    statistics and activation scales have all moved away from the teacher's."""
+    torch.manual_seed(0)
+    teacher = build_model(spec.model, spec.input_shape, spec.num_classes)
+    student = compress(teacher, plan, torch.zeros(2, *spec.input_shape))
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.05)
+    student.train()
+    for _ in range(steps):
+        x = torch.randn(16, *spec.input_shape)
+        y = torch.randint(0, spec.num_classes, (16,))
+        loss = nn.functional.cross_entropy(student(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return student.eval()
+
+
+def _assert_same_outputs(student: nn.Module, loaded: nn.Module, spec: ModelSpec) -> None:
+    x = torch.randn(64, *spec.input_shape)
+    with torch.no_grad():
+        expected, got = student(x), loaded(x)
+    assert torch.equal(got, expected), f"max abs diff {(got - expected).abs().max()}"
+
+
+@pytest.fixture(scope="module")
+def lenet() -> tuple[nn.Module, bytes]:
+    student = _student(LENET, LENET_PLAN, steps=3)
+    return student, pack(student, LENET_PLAN, LENET)
+
+
+# --- round trips ----------------------------------------------------------------------------
+
+
+def test_lenet5_round_trip_is_exact(lenet: tuple[nn.Module, bytes]) -> None:
+    student, data = lenet
+    loaded = load_model(data)
+    assert not loaded.training
+    assert all(p.device.type == "cpu" for p in loaded.parameters())
+    for name in LENET_PLAN.layers:
+        got, expected = loaded.get_submodule(name), student.get_submodule(name)
+        assert torch.equal(got.weight, expected.weight)
+        assert torch.equal(got.bias, expected.bias)
+    assert isinstance(loaded.conv1.input_quant, ActFakeQuant)
+    assert not hasattr(loaded.conv2, "input_quant")
+    _assert_same_outputs(student, loaded, LENET)
+
+
+def test_model_with_batchnorm_residual_grouped_depthwise(net_spec: ModelSpec) -> None:
+    student = _student(net_spec, NET_PLAN)
+    with torch.no_grad():
+        student.offset.add_(1.0)  # a plain buffer: must come from the file, not the factory
+    loaded = load_model(pack(student, NET_PLAN, net_spec))
+    state = loaded.state_dict()
+    for key, value in student.state_dict().items():
+        if key in state and not key.endswith("num_batches_tracked"):
+            assert torch.equal(state[key], value), key
+    for name in NET_PLAN.layers:
+        assert torch.equal(loaded.get_submodule(name).weight, student.get_submodule(name).weight)
+    assert loaded.head[2].input_quant.bits == 8 and loaded.head[0].input_quant.bits == 16
+    _assert_same_outputs(student, loaded, net_spec)
+
+
+@pytest.mark.parametrize("prune", [0.0, 0.5, 0.95])
+@pytest.mark.parametrize("bits", [*range(1, 16), 16, 32])
+def test_every_width_round_trips(net_spec: ModelSpec, bits: int, prune: float) -> None:
+    act = bits if 2 <= bits <= 16 else 32
+    plan = CompressionPlan(
+        layers={
+            name: LayerPlan(bits=bits, prune=prune, act_bits=act if name == "head.0" else 32)
+            for name in NET_PLAN.layers
+        }
+    )
+    student = _student(net_spec, plan, steps=2)
+    data = pack(student, plan, net_spec)
+    _assert_same_outputs(student, load_model(data), net_spec)
+    formula = model_size(student, plan.bits)
+    infos = inspect(data)
+    assert [i.encoding for i in infos] == [layer.index_kind for layer in formula.layers]
+    assert [i.bits for i in infos] == [bits] * len(infos)
+
+
+def test_unpack_gives_codes_scales_plan_and_spec(lenet: tuple[nn.Module, bytes]) -> None:
+    student, data = lenet
+    unpacked = unpack(data)
+    assert (unpacked.format_version, unpacked.codec) == (1, "lzma")
+    assert unpacked.spec == LENET
+    assert unpacked.plan == LENET_PLAN
+    fc1 = unpacked.layers["fc1"]
+    assert fc1.codes is not None and fc1.codes.dtype == torch.int32
+    assert int(fc1.codes.abs().max()) == 1  # 2 bits: codes -1..1
+    assert fc1.scale is not None and fc1.scale.shape == (500,)
+    act = unpacked.layers["fc2"].act
+    assert act is not None and act.bits == 8 and not act.signed and act.initialized
+    assert act.scale_src is not None
+    assert torch.equal(act.scale_src, student.fc2.input_quant.scale_src)
+    assert unpacked.tensors == {}  # LeNet-5 has nothing outside its four layers
+
+
+def test_inspect_reports_each_layer(lenet: tuple[nn.Module, bytes]) -> None:
+    student, data = lenet
+    infos = inspect(data)
+    formula = model_size(student, LENET_PLAN.bits)
+    assert [i.name for i in infos] == ["conv1", "conv2", "fc1", "fc2"]
+    for info, layer in zip(infos, formula.layers, strict=True):
+        assert info.shape == tuple(student.get_submodule(info.name).weight.shape)
+        assert info.encoding == layer.index_kind
+        assert info.kept == pytest.approx(layer.nonzero / layer.numel)
+        stored_bits = layer.total_bits - layer.header_bits
+        # each field rounds up to whole bytes: values, index (scales, bias, act are whole)
+        assert stored_bits / 8 <= info.encoded_bytes <= stored_bits / 8 + 2
+    assert infos[2].kept == pytest.approx(0.05, abs=0.01)
+    assert [i.act_bits for i in infos] == [8, 32, 32, 8]
+
+
+def test_load_from_a_path_without_pickle(
+    lenet: tuple[nn.Module, bytes], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading never unpickles: loading works with pickle and torch.load disabled."""
+    student, data = lenet
+    path = tmp_path / f"model{artifact.SUFFIX}"
+    path.write_bytes(data)
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the reader must not unpickle")
+
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(torch, "load", refuse)
+    _assert_same_outputs(student, load_model(path), LENET)
+    _assert_same_outputs(student, load_model(str(path)), LENET)
+
+
+def test_uncompressed_codec_round_trips(lenet: tuple[nn.Module, bytes]) -> None:
+    student, _ = lenet
+    data = pack(student, LENET_PLAN, LENET, codec="none")
+    assert data[6] == artifact.CODECS["none"]
+    _assert_same_outputs(student, load_model(data), LENET)
+
+
+# --- size -----------------------------------------------------------------------------------
+
+
+def _header_and_body(data: bytes) -> tuple[dict[str, Any], bytes]:
+    """Split an uncompressed (codec none) file along the documented layout."""
+    payload = data[artifact.PREFIX.size :]
+    (length,) = struct.unpack_from("<I", payload)
+    return json.loads(payload[4 : 4 + length]), payload[4 + length :]
+
+
+def test_body_is_the_formula_rounded_to_bytes(net_spec: ModelSpec) -> None:
+    """Before the entropy coder, the body holds exactly the formula's fields, each rounded up
+    to whole bytes; the JSON header replaces the formula's 64 bits per layer."""
+    student = _student(net_spec, NET_PLAN)
+    _, body = _header_and_body(pack(student, NET_PLAN, net_spec, codec="none"))
+    formula = model_size(student, NET_PLAN.bits)
+    expected = formula.other_bits // 8 + sum(
+        math.ceil(layer.value_bits / 8)
+        + math.ceil(layer.index_bits / 8)
+        + (layer.scale_bits + layer.bias_bits + layer.act_bits) // 8
+        for layer in formula.layers
+    )
+    assert len(body) == expected
+
+
+def test_file_is_close_to_the_formula(lenet: tuple[nn.Module, bytes]) -> None:
+    student, data = lenet
+    formula = model_size(student, LENET_PLAN.bits).total_bytes
+    assert len(data) <= formula + 1024  # the JSON header, minus what the coder saves
+    assert len(data) >= 0.8 * formula  # random-ish weights: the coder gains only a little
+
+
+@pytest.mark.skipif(not MNIST_DIR.is_dir(), reason="no MNIST in ../shared/data/mnist")
+def test_trained_on_mnist_same_accuracy_and_size_ratio() -> None:
+    from autocompress.data import load_data
+    from autocompress.finetune import accuracy, fit
+
+    data = load_data(f"mnist:{MNIST_DIR}")
+    train = (data.train_x[:1024], data.train_y[:1024])
+    val = (data.val_x[:256], data.val_y[:256])
+    torch.manual_seed(0)
+    teacher = build_model("lenet5", (1, 28, 28), 10)
+    fit(teacher, train, val, epochs=1, lr=2e-3, batch_size=128, seed=0)
+    plan = CompressionPlan(
+        layers={
+            "conv1": LayerPlan(6, 0.3),
+            "conv2": LayerPlan(4, 0.7),
+            "fc1": LayerPlan(3, 0.92),
+            "fc2": LayerPlan(5, 0.2, 8),
+        }
+    )
+    student = compress(teacher, plan, train[0][:2])
+    fit(student, (train[0][:256], train[1][:256]), val, epochs=1, lr=1e-3, batch_size=128, seed=0)
+    packed = pack(student, plan, LENET)
+    loaded = load_model(packed)
+    test_accuracy = accuracy(student, data.test_x, data.test_y)
+    assert accuracy(loaded, data.test_x, data.test_y) == test_accuracy > 0.5
+    ratio = len(packed) / model_size(student, plan.bits).total_bytes
+    assert 0.85 < ratio < 1.0  # about 0.96 measured: the coder gains a few percent
+
+
+def test_packing_lenet5_is_fast(lenet: tuple[nn.Module, bytes]) -> None:
+    """About 10 ms to pack and 5 ms to unpack on a quiet CPU (docs/FORMAT.md); the bound is
+    loose because test machines are shared, but catches anything per-element in Python."""
+    student, data = lenet
+
+    def best_of_3(func: Any) -> float:
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            func()
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    assert best_of_3(lambda: pack(student, LENET_PLAN, LENET)) < 0.5
+    assert best_of_3(lambda: unpack(data)) < 0.5
+
+
+# --- bad packs ------------------------------------------------------------------------------
+
+
+def test_pack_refuses_a_plan_that_does_not_describe_the_model(
+    lenet: tuple[nn.Module, bytes],
+) -> None:
+    student, _ = lenet
+    wrong_bits = CompressionPlan(layers={**LENET_PLAN.layers, "fc1": LayerPlan(3, 0.95)})
+    with pytest.raises(ArtifactError, match=r"layer fc1: it is quantized to 2 bits .* says 3"):
+        pack(student, wrong_bits, LENET)
+    wrong_act = CompressionPlan(layers={**LENET_PLAN.layers, "conv2": LayerPlan(4, 0.5, 8)})
+    with pytest.raises(ArtifactError, match=r"layer conv2: .*\(inputs 32\) .*\(inputs 8\)"):
+        pack(student, wrong_act, LENET)
+    unknown = CompressionPlan(layers={**LENET_PLAN.layers, "fc9": LayerPlan()})
+    with pytest.raises(ArtifactError, match=r"the plan names \['fc9'\]"):
+        pack(student, unknown, LENET)
+    with pytest.raises(ArtifactError, match="unknown codec 'zip'"):
+        pack(student, LENET_PLAN, LENET, codec="zip")
+
+
+# --- bad files ------------------------------------------------------------------------------
+
+
+def _seal(payload: bytes) -> bytes:
+    """An uncompressed file around ``payload``, built from the documented layout."""
+    return struct.pack("<4sHBQI", b"\x89ACZ", 1, 0, len(payload), zlib.crc32(payload)) + payload
+
+
+def _with_header(header: Any, body: bytes) -> bytes:
+    """A file with a valid CRC around this header and body: only the content can be wrong."""
+    raw = header if isinstance(header, bytes) else json.dumps(header).encode()
+    return _seal(struct.pack("<I", len(raw)) + raw + body)
+
+
+def _raises(data: bytes, match: str) -> str:
+    with pytest.raises(ArtifactError, match=match) as info:
+        load_model(data)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+@pytest.fixture(scope="module")
+def plain(lenet: tuple[nn.Module, bytes]) -> tuple[dict[str, Any], bytes]:
+    """LeNet-5's header and body, uncompressed, to tamper with."""
+    student, _ = lenet
+    return _header_and_body(pack(student, LENET_PLAN, LENET, codec="none"))
+
+
+def test_the_tampering_helpers_make_good_files(
+    lenet: tuple[nn.Module, bytes], plain: tuple[dict[str, Any], bytes]
+) -> None:
+    """So that each test below fails for its own change only."""
+    student, _ = lenet
+    _assert_same_outputs(student, load_model(_with_header(*plain)), LENET)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError, match="does not exist"):
+        load_model(tmp_path / "nothing.acz")
+
+
+def test_prefix_problems(lenet: tuple[nn.Module, bytes]) -> None:
+    _, data = lenet
+    _raises(data[:10], "file is truncated: 10 bytes, shorter than the 19-byte prefix")
+    _raises(b"PK\x03\x04" + data[4:], "not an autocompress file: magic bytes")
+    _raises(data[:4] + struct.pack("<H", 2) + data[6:], "unsupported format version 2; .* 1")
+    _raises(data[:6] + b"\x07" + data[7:], "unknown codec id 7")
+    huge = data[:7] + struct.pack("<Q", 2**64 - 1) + data[15:]
+    _raises(huge, "file is corrupt: a 18446744073709551615-byte payload is beyond any model")
+
+
+def test_truncated_and_extended_files(lenet: tuple[nn.Module, bytes]) -> None:
+    _, data = lenet
+    for cut in (1, 100, len(data) // 2, len(data) - artifact.PREFIX.size):
+        _raises(data[:-cut], "file is truncated: expected a .*-byte payload")
+    _raises(data + b"\0", "file is corrupt: data beyond")
+
+
+@settings(max_examples=40, deadline=None)
+@given(position=st.floats(0, 1, exclude_max=True), flip=st.integers(1, 255))
+def test_any_corrupted_byte_is_an_error(
+    lenet: tuple[nn.Module, bytes], position: float, flip: int
+) -> None:
+    """The CRC-32 of the payload: a flipped byte anywhere never loads a wrong model."""
+    _, data = lenet
+    i = int(position * len(data))
+    corrupt = data[:i] + bytes([data[i] ^ flip]) + data[i + 1 :]
+    with pytest.raises(ArtifactError):
+        unpack(corrupt)
+
+
+def test_header_that_does_not_parse(plain: tuple[dict[str, Any], bytes]) -> None:
+    _, body = plain
+    _raises(_with_header(b"{not json", body), "header does not parse as JSON")
+    _raises(_with_header(b"\xff\xfe", body), "header does not parse as JSON")
+    _raises(_with_header([1, 2], body), "header must be a JSON object, got list")
+    _raises(_seal(b"\x01"), "payload too short for the header length")
+    _raises(_seal(struct.pack("<I", 1000) + b"{}"), "header: 1000 bytes long, but the payload")
+
+
+def _tampered(plain: tuple[dict[str, Any], bytes], change: Any) -> bytes:
+    header, body = plain
+    header = json.loads(json.dumps(header))  # a deep copy
+    change(header)
+    return _with_header(header, body)
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (lambda h: h.pop("layers"), "header has no 'layers'"),
+        (lambda h: h.update(format_version=3), "format_version 3 differs"),
+        (lambda h: h["model"].update(num_classes="ten"), "'num_classes' must be a int"),
+        (lambda h: h["plan"].update(layers=[1]), "header: plan: not a compression plan"),
+        (lambda h: h["layers"][0].update(bits=9.5), "layer conv1 'bits' must be a int"),
+        (lambda h: h["layers"][0].update(bits=17), "layer conv1 'bits' must be 1..15, 16 or 32"),
+        (lambda h: h["layers"][1].update(encoding="rle"), "unknown position encoding 'rle'"),
+        (lambda h: h["layers"][1].update(shape=[-1, 2]), "must be a list of non-negative ints"),
+        (lambda h: h["layers"][1].update(shape=[2**20, 2**20]), "more than 2147483647 elem"),
+        (lambda h: h["layers"].append(h["layers"][0]), "layer conv1 appears twice"),
+        (lambda h: h["layers"][2].update(values=[0]), r"'values' must be \[offset, nbytes\]"),
+        (lambda h: h["layers"][2]["values"].__setitem__(0, -1), "fc1 values: .* at offset -1"),
+        (lambda h: h["layers"][3]["act"].update(bits=1), "layer fc2 act 'bits' must be 2..16"),
+        (lambda h: h["layers"][3]["act"].pop("signed"), "layer fc2 act has no 'signed'"),
+        (lambda h: h["layers"][3].update(nonzero=7), "fc2: decodes to .* nonzero weights, .* 7"),
+    ],
+)
+def test_inconsistent_headers(plain: tuple[dict[str, Any], bytes], change: Any, match: str) -> None:
+    _raises(_tampered(plain, change), match)
+
+
+@pytest.mark.parametrize(
+    ("layer", "field", "value", "match"),
+    [
+        (
+            2,
+            "shape",
+            [501, 800],
+            r"layer fc1 scale: the table says 2000 bytes at offset \d+, its shape needs 2004",
+        ),
+        (3, "shape", [11, 500], "layer fc2: dense encoding stores all 5500 values, not 5000"),
+        (
+            2,
+            "stored",
+            1,
+            r"layer fc1 values: the table says \d+ bytes at offset \d+, its shape needs 1$",
+        ),
+    ],
+)
+def test_byte_counts_that_do_not_match_shapes(
+    plain: tuple[dict[str, Any], bytes], layer: int, field: str, value: Any, match: str
+) -> None:
+    _raises(_tampered(plain, lambda h: h["layers"][layer].update({field: value})), match)
+
+
+def test_a_stored_count_one_too_many(plain: tuple[dict[str, Any], bytes]) -> None:
+    def one_more(h: dict[str, Any]) -> None:
+        h["layers"][2]["stored"] += 4  # fc1: 2-bit values take one byte more
+
+    _raises(
+        _tampered(plain, one_more),
+        r"layer fc1 values: the table says \d+ bytes at offset \d+, its shape needs \d+",
+    )
+
+
+def test_body_shorter_than_the_table(plain: tuple[dict[str, Any], bytes]) -> None:
+    header, body = plain
+    fc2_values = header["layers"][3]["values"]
+    cut = fc2_values[0] + 10
+    message = _raises(
+        _with_header(header, body[:cut]),
+        "file is truncated: expected 3125 bytes for layer fc2 values at offset",
+    )
+    assert message.endswith("got 10")
+
+
+def test_corrupt_codes_are_caught(plain: tuple[dict[str, Any], bytes]) -> None:
+    header, body = plain
+    offset = header["layers"][3]["values"][0]  # fc2: 5-bit codes, 0..30 valid
+    corrupt = body[:offset] + b"\xff" + body[offset + 1 :]
+    _raises(_with_header(header, corrupt), "layer fc2: a 5-bit code field holds 31 > 30")
+
+
+def test_a_file_for_another_model(lenet: tuple[nn.Module, bytes], net_spec: ModelSpec) -> None:
+    student, _ = lenet
+    for spec, match in [
+        (ModelSpec("lenet5", (1, 28, 28), 7), r"fc2.weight has shape \(10, 500\) in the file"),
+        (ModelSpec("mlp", (1, 28, 28), 10), r"only the file has \['conv1', 'conv2'\]"),
+        (ModelSpec("resnet", (1, 28, 28), 10), "cannot rebuild the file's model 'resnet'"),
+    ]:
+        _raises(pack(student, LENET_PLAN, spec), match)
+
+
+def test_a_file_whose_other_tensors_differ(net_spec: ModelSpec) -> None:
+    student = _student(net_spec, NET_PLAN, steps=1)
+    header, body = _header_and_body(pack(student, NET_PLAN, net_spec, codec="none"))
+    (offset,) = [t for t in header["tensors"] if t["name"] == "offset"]
+    offset["name"] = "bias"
+    _raises(
+        _with_header(header, body),
+        r"the other tensors differ: only the file has \['bias'\]; only the model has \['offset'\]",
+    )
+
+
+def test_artifact_error_is_an_autocompress_error() -> None:
+    assert issubclass(ArtifactError, AutocompressError)

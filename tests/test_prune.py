@@ -1,0 +1,169 @@
+"""Magnitude pruning: exact zero counts, smallest magnitudes, zeros that stay zero."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from torch import nn
+from torch.nn.utils import parametrize
+
+from autocompress.errors import ConfigError
+from autocompress.prune import WeightMask, magnitude_mask, prune_
+
+
+def _net() -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1, groups=8),  # depthwise
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(8 * 4 * 4, 5),
+    )
+
+
+def _assert_smallest_zeroed(weight: torch.Tensor, mask: torch.Tensor) -> None:
+    mags = weight.detach().abs().reshape(-1)
+    zeroed = mags[mask.reshape(-1) == 0]
+    kept = mags[mask.reshape(-1) == 1]
+    if zeroed.numel() and kept.numel():
+        assert zeroed.max() <= kept.min()
+
+
+@pytest.mark.parametrize("shape", [(7,), (3, 5), (8, 3, 3, 3), (8, 1, 3, 3), (4, 2, 5)])
+@pytest.mark.parametrize("ratio", [0.0, 0.1, 0.25, 0.333, 0.5, 0.77, 0.9, 0.99])
+def test_magnitude_mask_exact_count_and_smallest(shape: tuple[int, ...], ratio: float) -> None:
+    torch.manual_seed(0)
+    weight = torch.randn(shape)
+    mask = magnitude_mask(weight, ratio)
+    assert mask.shape == weight.shape
+    assert mask.dtype == weight.dtype
+    assert set(mask.unique().tolist()) <= {0.0, 1.0}
+    assert int((mask == 0).sum()) == round(ratio * weight.numel())
+    _assert_smallest_zeroed(weight, mask)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    values=arrays(np.float32, st.integers(1, 60), elements=st.integers(-3, 3).map(float)),
+    ratio=st.floats(0.0, 1.0, exclude_max=True),
+)
+def test_magnitude_mask_with_ties_is_exact_and_deterministic(
+    values: np.ndarray, ratio: float
+) -> None:
+    weight = torch.from_numpy(values)
+    mask = magnitude_mask(weight, ratio)
+    assert int((mask == 0).sum()) == round(ratio * weight.numel())
+    _assert_smallest_zeroed(weight, mask)
+    assert torch.equal(mask, magnitude_mask(weight.clone(), ratio))
+
+
+def test_magnitude_mask_rejects_ratio_outside_unit_interval() -> None:
+    with pytest.raises(ValueError):
+        magnitude_mask(torch.ones(3), 1.5)
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        nn.Linear(10, 6),
+        nn.Conv1d(4, 6, 3),
+        nn.Conv2d(3, 6, 3),
+        nn.Conv2d(6, 6, 3, groups=3),
+        nn.Conv2d(6, 6, 3, groups=6),
+    ],
+    ids=["linear", "conv1d", "conv2d", "grouped", "depthwise"],
+)
+@pytest.mark.parametrize("ratio", [0.2, 0.5, 0.9])
+def test_prune_layer_exact_zeros(layer: nn.Module, ratio: float) -> None:
+    model = nn.Sequential(copy.deepcopy(layer))
+    before = model[0].weight.detach().clone()
+    prune_(model, {"0": ratio})
+    weight = model[0].weight
+    assert int((weight == 0).sum()) == round(ratio * weight.numel())
+    mask = model[0].parametrizations.weight[0].mask
+    assert torch.equal(weight, before * mask)
+    _assert_smallest_zeroed(before, mask)
+
+
+def test_ratio_zero_registers_nothing() -> None:
+    model = _net()
+    prune_(model, {"0": 0.0})
+    assert not parametrize.is_parametrized(model[0])
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_zeros_stay_zero_through_training(optimizer: str) -> None:
+    torch.manual_seed(1)
+    model = _net()
+    prune_(model, {"0": 0.5, "3": 0.3, "6": 0.8})
+    masks = {i: model[i].parametrizations.weight[0].mask.clone() for i in (0, 3, 6)}
+    before = {i: model[i].weight.detach().clone() for i in masks}
+    opt: torch.optim.Optimizer
+    if optimizer == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9, weight_decay=1e-2)
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=0.1, weight_decay=1e-2)
+    x, y = torch.randn(16, 3, 4, 4), torch.randint(0, 5, (16,))
+    for _ in range(5):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    for i, mask in masks.items():
+        original = model[i].parametrizations.weight.original
+        assert original.grad is not None
+        assert torch.all(model[i].weight[mask == 0] == 0)
+        assert int((model[i].weight == 0).sum()) >= int((mask == 0).sum())
+        # the kept weights did train
+        assert not torch.equal(model[i].weight[mask == 1], before[i][mask == 1])
+
+
+def test_mask_in_state_dict_and_round_trip() -> None:
+    torch.manual_seed(2)
+    model = _net()
+    prune_(model, {"0": 0.4, "6": 0.7})
+    state = model.state_dict()
+    assert "0.parametrizations.weight.0.mask" in state
+    assert "0.parametrizations.weight.original" in state
+    torch.manual_seed(3)
+    fresh = _net()
+    prune_(fresh, {"0": 0.4, "6": 0.7})
+    fresh.load_state_dict(state)
+    model.eval()
+    fresh.eval()
+    x = torch.randn(4, 3, 4, 4)
+    assert torch.equal(model(x), fresh(x))
+    clone = copy.deepcopy(model)
+    assert torch.equal(clone(x), model(x))
+    assert isinstance(clone[0].parametrizations.weight[0], WeightMask)
+
+
+@pytest.mark.parametrize("ratio", [-0.1, 1.0, 1.5])
+def test_bad_ratio_is_config_error(ratio: float) -> None:
+    with pytest.raises(ConfigError) as info:
+        prune_(_net(), {"6": ratio})
+    assert info.value.field == "prune/6"
+    assert str(info.value) == "prune/6: ratio must be in [0, 1)"
+
+
+@pytest.mark.parametrize("name", ["nope", "1", "2"])
+def test_unknown_or_uncompressible_layer_is_config_error(name: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        prune_(_net(), {name: 0.5})
+    assert info.value.field == f"prune/{name}"
+    assert "\n" not in str(info.value)
+    assert "Linear, Conv1d or Conv2d" in str(info.value)
+
+
+def test_pruning_twice_is_config_error() -> None:
+    model = _net()
+    prune_(model, {"0": 0.5})
+    with pytest.raises(ConfigError, match="already"):
+        prune_(model, {"0": 0.5})

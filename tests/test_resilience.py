@@ -1,0 +1,145 @@
+"""Overnight runs: SIGTERM, SIGKILL mid-trial, timeouts, several workers on one study."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from conftest import REPO
+from mlflow import MlflowClient
+
+STUDY = "mlp-digits-slow"
+pytestmark = pytest.mark.slow
+
+
+def start(tmp_path: Path, *args: str, epochs: int = 40) -> subprocess.Popen[str]:
+    config = tmp_path / "overnight.yaml"
+    # Slow trials (many epochs) so a signal lands mid-trial; a 1 s heartbeat, 3 s grace.
+    config.write_text(
+        "model: mlp\ndata: digits\nearly_stop_drop: 1.0\nheartbeat: 1\nteacher: {epochs: 8}\n"
+        f"space: {tmp_path / 'slow.yaml'}\n"
+    )
+    (tmp_path / "slow.yaml").write_text(
+        "layers: [{match: '*', bits: [4, 8], prune: {low: 0.0, high: 0.8, step: 0.1}}]\n"
+        f"finetune: {{epochs: {epochs}, lr: 1.0e-3, batch_size: 128}}\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONWARNINGS="ignore")
+    return subprocess.Popen(
+        [sys.executable, "-m", "autocompress", "search", "--config", str(config),
+         "--no-progress", *args],
+        cwd=tmp_path, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+
+def load(tmp_path: Path) -> optuna.Study:
+    url = f"sqlite:///{tmp_path / 'autocompress-runs' / STUDY / 'optuna.db'}"
+    return optuna.load_study(study_name=STUDY, storage=url)
+
+
+def wait_mid_trial(tmp_path: Path, process: subprocess.Popen[str], complete: int) -> int:
+    """Poll the study until `complete` trials are done and the next one is running."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        db = tmp_path / "autocompress-runs" / STUDY / "optuna.db"
+        if db.exists():
+            try:
+                trials = load(tmp_path).trials
+            except Exception:  # the search is still creating its tables
+                trials = []
+            done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+            running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+            if len(done) >= complete and running and "mlflow_run_id" in running[0].user_attrs:
+                time.sleep(0.5)
+                return running[0].number
+        time.sleep(0.2)
+    raise AssertionError("no trial was running in time")
+
+
+def mlflow_client(tmp_path: Path) -> MlflowClient:
+    uri = f"sqlite:///{tmp_path / 'autocompress-runs' / STUDY / 'mlflow.db'}"
+    return MlflowClient(tracking_uri=uri)
+
+
+def test_sigterm_stops_the_trial_writes_the_front_and_exits_143(tmp_path: Path) -> None:
+    process = start(tmp_path, "--trials", "50")
+    number = wait_mid_trial(tmp_path, process, complete=1)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 143, err
+    assert "interrupted by SIGTERM" in err
+    study = load(tmp_path)
+    trial = study.trials[number]
+    assert trial.state == optuna.trial.TrialState.FAIL
+    assert "SIGTERM" in trial.user_attrs["fail_reason"]
+    client = mlflow_client(tmp_path)
+    assert client.get_run(trial.user_attrs["mlflow_run_id"]).info.status == "KILLED"
+    parent = client.get_run(study.user_attrs["mlflow_parent_run_id"])
+    assert parent.info.status == "KILLED"
+    out = tmp_path / "autocompress-runs" / STUDY
+    assert (out / "pareto.csv").read_text().count("\n") >= 2  # header + at least one model
+
+
+def test_sigkill_mid_trial_then_resume_retries_it_and_loses_nothing(tmp_path: Path) -> None:
+    process = start(tmp_path, "--trials", "4")
+    number = wait_mid_trial(tmp_path, process, complete=1)
+    killed_params = load(tmp_path).trials[number].params
+    process.kill()
+    process.wait()
+    complete_before = {
+        t.number for t in load(tmp_path).trials if t.state == optuna.trial.TrialState.COMPLETE
+    }
+    time.sleep(3.5)  # past the 3 s grace period: the killed trial's heartbeat is stale
+
+    again = start(tmp_path, "--trials", "4")
+    _, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    study = load(tmp_path)
+    states = {t.number: t.state for t in study.trials}
+    assert states[number] == optuna.trial.TrialState.FAIL
+    assert RUNNING not in states.values()
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 4
+    assert complete_before <= {t.number for t in complete}
+    retried = [t for t in study.trials if t.number != number and t.params == killed_params]
+    assert retried and retried[0].state == optuna.trial.TrialState.COMPLETE
+    client = mlflow_client(tmp_path)
+    run = client.get_run(study.trials[number].user_attrs["mlflow_run_id"])
+    assert run.info.status == "FAILED"
+
+
+RUNNING = optuna.trial.TrialState.RUNNING
+
+
+def test_timeout_ends_cleanly(tmp_path: Path) -> None:
+    process = start(tmp_path, "--trials", "500", "--timeout", "3s", epochs=2)
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    trials = load(tmp_path).trials
+    assert 1 <= len(trials) < 500
+    assert all(t.state.is_finished() for t in trials)
+    assert "Pareto front" in out
+
+
+def test_two_local_workers_share_one_study(tmp_path: Path) -> None:
+    process = start(tmp_path, "--trials", "6", "--workers", "2", epochs=2)
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    study = load(tmp_path)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 6
+    numbers = [t.number for t in study.trials]
+    assert len(numbers) == len(set(numbers))
+    client = mlflow_client(tmp_path)
+    parent = study.user_attrs["mlflow_parent_run_id"]
+    runs = client.search_runs(
+        [client.get_experiment_by_name(STUDY).experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent}'",
+    )
+    assert sorted(int(r.data.tags["trial"]) for r in runs) == sorted(numbers)

@@ -1,0 +1,152 @@
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+import pytest
+
+from autocompress.errors import ConfigError
+from autocompress.plan import CompressionPlan, LayerPlan
+from autocompress.resources import builtin_names
+from autocompress.space import build_space, load_space
+
+LAYERS = ["conv1", "conv2", "fc1", "fc2"]
+
+
+def space(raw: dict[str, Any]) -> Any:
+    return build_space(raw, LAYERS, "test")
+
+
+def test_builtin_spaces_load_for_lenet5() -> None:
+    assert {"default", "quantize_only", "prune_only"} <= set(builtin_names("search_spaces"))
+    for name in ("default", "quantize_only", "prune_only"):
+        loaded = load_space(name, LAYERS)
+        assert [u.name for u in loaded.units] == LAYERS
+
+
+def test_plan_params_round_trip_through_fixed_trial() -> None:
+    s = load_space("default", LAYERS)
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for _ in range(5):
+        trial = study.ask()
+        plan = s.suggest(trial)
+        assert s.params_from_plan(plan) == trial.params
+        again = s.suggest(optuna.trial.FixedTrial(trial.params))
+        assert again == plan
+        assert CompressionPlan.from_dict(plan.to_dict()) == plan
+        study.tell(trial, [0.5, 1.0])
+
+
+def test_later_rules_override_earlier_ones_field_by_field() -> None:
+    s = space(
+        {
+            "layers": [
+                {"match": "*", "bits": [2, 4, 8], "prune": {"low": 0.0, "high": 0.9, "step": 0.1}},
+                {"match": "fc2", "bits": 8},
+            ]
+        }
+    )
+    params = {
+        "bits/conv1": 2, "bits/conv2": 4, "bits/fc1": 2,
+        "prune/conv1": 0.1, "prune/conv2": 0.2, "prune/fc1": 0.3, "prune/fc2": 0.4,
+    }  # fmt: skip
+    plan = s.suggest(optuna.trial.FixedTrial(params))
+    assert plan.layers["fc2"] == LayerPlan(bits=8, prune=0.4)  # bits fixed, prune inherited
+    assert plan.layers["conv1"] == LayerPlan(bits=2, prune=0.1)
+
+
+def test_groups_tie_layers_and_skip_leaves_them_in_float() -> None:
+    s = space(
+        {
+            "layers": [
+                {"match": "conv*", "bits": [4, 8], "group": "convs"},
+                {"match": "fc*", "bits": [2, 3], "prune": [0.5, 0.9]},
+                {"match": "fc2", "skip": True},
+            ]
+        }
+    )
+    assert [u.name for u in s.units] == ["convs", "fc1"]
+    assert s.float_layers == ("fc2",)
+    plan = s.suggest(optuna.trial.FixedTrial({"bits/convs": 4, "bits/fc1": 3, "prune/fc1": 0.9}))
+    assert plan.layers["conv1"].bits == plan.layers["conv2"].bits == 4
+    assert plan.layers["fc2"] == LayerPlan()  # float, unpruned
+
+
+def test_fixed_values_are_not_optuna_parameters() -> None:
+    s = load_space("quantize_only", LAYERS)
+    trial = optuna.create_study(directions=["maximize", "minimize"]).ask()
+    plan = s.suggest(trial)
+    assert not any(name.startswith("prune/") for name in trial.params)
+    assert all(layer.prune == 0.0 for layer in plan.layers.values())
+    assert trial.params["finetune/lr"] == plan.finetune.lr
+    assert "finetune/epochs" not in trial.params
+
+
+def test_distillation_settings_only_when_enabled() -> None:
+    s = space({"layers": [{"match": "*", "bits": [4, 8]}], "distill": {"enabled": [True, False]}})
+    base = {f"bits/{n}": 4 for n in LAYERS}
+    off = s.suggest(optuna.trial.FixedTrial({**base, "distill/enabled": False}))
+    assert not off.distill.enabled
+    assert s.params_from_plan(off) == {**base, "distill/enabled": False}
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (
+            {"layers": [{"match": "conv9"}]},
+            r"^space.layers\[0\].match: \['conv9'\] matches no layer; "
+            r"layers are conv1, conv2, fc1, fc2$",
+        ),
+        ({"layers": [{"match": "*", "bits": [4, 33]}]}, r"^space.layers\[0\].bits: bits must be"),
+        ({"layers": [{"match": "*", "bits": 0}]}, r"^space.layers\[0\].bits: bits must be"),
+        (
+            {"layers": [{"match": "*", "prune": 1.0}]},
+            r"^space.layers\[0\].prune: prune ratio must be in \[0, 1\)",
+        ),
+        (
+            {"layers": [{"match": "*", "prune": {"low": 0.0, "high": 1.0}}]},
+            r"prune ratio must be in \[0, 1\)",
+        ),
+        (
+            {"layers": [{"match": "*", "prune": {"low": -0.1, "high": 0.5}}]},
+            r"prune ratio must be in \[0, 1\)",
+        ),
+        ({"layers": [{"match": "*", "bitz": 4}]}, r"^space.layers\[0\].bitz: unknown key"),
+        ({"layers": [{"bits": 4}]}, r"^space.layers\[0\].match: must be a glob"),
+        ({"layers": "all"}, r"^space.layers: must be a list"),
+        ({"layerz": []}, r"^space.layerz: unknown key"),
+        ({"distill": {"temperature": 0}}, r"^space.distill.temperature: must be positive"),
+        ({"distill": {"alpha": [0.5, 2]}}, r"^space.distill.alpha: must be in \[0, 1\]"),
+        (
+            {"finetune": {"lr": {"low": 0.1, "high": 0.01}}},
+            r"^space.finetune.lr: low \(0.1\) must be below high",
+        ),
+        ({"finetune": {"epochs": "three"}}, r"^space.finetune.epochs: must be int"),
+        (
+            {
+                "layers": [
+                    {"match": "conv*", "bits": [4, 8], "group": "g"},
+                    {"match": "conv2", "bits": 2},
+                ]
+            },
+            r"group 'g' ties layers whose settings differ",
+        ),
+    ],
+)
+def test_bad_spaces_name_the_field(raw: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        space(raw)
+    assert "\n" not in str(info.value)
+
+
+def test_space_files_by_path_and_unknown_names(tmp_path: Any) -> None:
+    path = tmp_path / "mine.yaml"
+    path.write_text("layers:\n  - match: 'fc*'\n    bits: [4, 8]\n")
+    s = load_space(str(path), LAYERS)
+    assert s.name == "mine"
+    assert s.float_layers == ("conv1", "conv2")
+    with pytest.raises(
+        ConfigError, match=r"^space: unknown search space 'nope'; built-ins: default"
+    ):
+        load_space("nope", LAYERS)

@@ -1,0 +1,193 @@
+"""The search run in-process: failing trials, hopeless trials, the Python API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import torch
+from mlflow import MlflowClient
+
+import autocompress
+from autocompress import objective
+from autocompress.config import build_config
+from autocompress.study import run_search
+
+STUDY = "mlp-digits-default"
+
+
+def config(tmp_path: Path, **overrides: Any) -> Any:
+    """Digits with a short baseline training; no early stopping unless a test asks for it."""
+    settings = {"out": str(tmp_path / "out"), "teacher": {"epochs": 8}, "early_stop_drop": 1.0}
+    return build_config(None, {**settings, **overrides})
+
+
+def test_failed_and_nan_trials_are_recorded_and_the_study_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_fit = objective.fit
+    calls = {"n": 0}
+
+    def flaky_fit(model: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("boom in fine-tuning")
+        history = real_fit(model, *args, **kwargs)
+        if calls["n"] == 3:
+            with torch.no_grad():
+                for parameter in model.parameters():
+                    parameter.fill_(float("nan"))
+        return history
+
+    monkeypatch.setattr(objective, "fit", flaky_fit)
+    run_search(config(tmp_path, trials=4), progress=False, echo=lambda _: None)
+    # Failed trials do not count towards the total: the same command makes up for them.
+
+    study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{tmp_path / 'out/optuna.db'}")
+    states = [t.state.name for t in study.trials]
+    assert states == ["COMPLETE", "FAIL", "FAIL", "COMPLETE"]  # at most 4 trials per call
+    assert study.trials[1].user_attrs["fail_reason"] == "RuntimeError: boom in fine-tuning"
+    assert study.trials[2].user_attrs["fail_reason"] == (
+        "TrialFailed: the compressed model's weights are not finite"
+    )
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'out/mlflow.db'}")
+    for trial in study.trials:
+        run = client.get_run(trial.user_attrs["mlflow_run_id"])
+        if trial.state.name == "FAIL":
+            assert run.info.status == "FAILED"
+            assert run.data.tags["fail_reason"] == trial.user_attrs["fail_reason"]
+        else:
+            assert run.info.status == "FINISHED"
+
+
+def test_hopeless_trials_stop_early_as_pruned(tmp_path: Path) -> None:
+    # Every layer at 1 bit with 96% of weights gone cannot stay within a 1-point drop.
+    space = tmp_path / "harsh.yaml"
+    space.write_text(
+        "layers: [{match: '*', bits: 1, prune: 0.96}]\nfinetune: {epochs: 3, lr: 1.0e-5}\n"
+    )
+    cfg = config(tmp_path, trials=1, space=str(space), early_stop_drop=0.01)
+    stopped = r"no trial has completed \(1 stopped as hopeless, 0 failed"
+    with pytest.raises(autocompress.AutocompressError, match=stopped):
+        run_search(cfg, progress=False, echo=lambda _: None)
+    study = optuna.load_study(study_name="mlp-digits-harsh", storage=cfg.storage_url)
+    trial = study.trials[0]
+    assert trial.state.name == "PRUNED"
+    assert "after epoch 1" in trial.user_attrs["pruned_reason"]
+    client = MlflowClient(tracking_uri=cfg.mlflow_tracking_uri)
+    run = client.get_run(trial.user_attrs["mlflow_run_id"])
+    assert run.info.status == "KILLED"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [1]
+
+
+def test_python_api_returns_the_front(tmp_path: Path) -> None:
+    front = autocompress.search(out=str(tmp_path / "api"), trials=2, teacher={"epochs": 8})
+    assert front
+    assert all(isinstance(p, autocompress.ParetoPoint) for p in front)
+    assert all(p.test_accuracy is not None and p.ratio > 1 for p in front)
+    sizes = [p.size_bytes for p in front]
+    assert sizes == sorted(sizes)
+
+
+def test_resuming_with_another_space_is_refused(tmp_path: Path) -> None:
+    run_search(config(tmp_path, trials=1), progress=False, echo=lambda _: None)
+    other = config(tmp_path, trials=2, space="prune_only", study_name=STUDY)
+    with pytest.raises(
+        autocompress.ConfigError, match=r"^study_name: study 'mlp-digits-default' exists"
+    ):
+        run_search(other, progress=False, echo=lambda _: None)
+
+
+RESNET = """
+import torch
+from torch import nn
+
+
+class Block(nn.Module):
+    def __init__(self, channels):
+        super().__init__()
+        self.grouped = nn.Conv2d(channels, channels, 3, padding=1, groups=2, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.depthwise = nn.Conv2d(channels, channels, 3, padding=1, groups=channels)
+        self.bn2 = nn.BatchNorm2d(channels)
+
+    def forward(self, x):
+        y = torch.relu(self.bn1(self.grouped(x)))
+        return torch.relu(x + self.bn2(self.depthwise(y)))
+
+
+def make(input_shape, num_classes):
+    return nn.Sequential(
+        nn.Conv2d(input_shape[0], 8, 3, padding=1), nn.ReLU(), Block(8),
+        nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, num_classes),
+    )
+"""
+
+
+def test_residual_batchnorm_grouped_depthwise_model_with_activation_bits(tmp_path: Path) -> None:
+    (tmp_path / "resnet.py").write_text(RESNET)
+    space = tmp_path / "acts.yaml"
+    space.write_text(
+        "layers:\n"
+        "  - {match: '*', bits: [4, 8], prune: {low: 0.0, high: 0.5, step: 0.1}, act_bits: 8}\n"
+        "finetune: {epochs: 2, lr: 1.0e-3, batch_size: 128}\n"
+    )
+    cfg = config(
+        tmp_path, model=f"{tmp_path / 'resnet.py'}:make", space=str(space), trials=2, seed=3
+    )
+    result = run_search(cfg, progress=False, echo=lambda _: None)
+    assert result.front
+    plan = result.front[0].plan
+    assert set(plan["layers"]) == {"0", "2.grouped", "2.depthwise", "5"}
+    assert all(layer["act_bits"] == 8 for layer in plan["layers"].values())
+
+
+def test_a_checkpoint_is_the_baseline(tmp_path: Path) -> None:
+    from autocompress.data import load_data
+    from autocompress.models import build_model
+
+    data = load_data("digits")
+    model = build_model("mlp", data.input_shape, data.num_classes)
+    torch.save(model.state_dict(), tmp_path / "mlp.pt")  # untrained: chance-level accuracy
+    messages: list[str] = []
+    cfg = config(tmp_path, checkpoint=str(tmp_path / "mlp.pt"), trials=1)
+    run_search(cfg, progress=False, echo=messages.append)
+    assert messages[0].startswith("baseline (checkpoint): val accuracy")
+    study = optuna.load_study(study_name=STUDY, storage=cfg.storage_url)
+    assert study.user_attrs["baseline"]["source"] == "checkpoint"
+    assert study.user_attrs["baseline"]["val_accuracy"] < 0.3
+
+
+def test_structured_pruning_and_latency_as_a_third_objective(tmp_path: Path) -> None:
+    space = tmp_path / "channels.yaml"
+    space.write_text(
+        "layers:\n"
+        "  - {match: 'fc[12]', bits: [8], prune: [0.5, 0.75], prune_kind: structured}\n"
+        "  - {match: fc3, bits: 8}\n"
+        "finetune: {epochs: 1, lr: 1.0e-3, batch_size: 128}\n"
+    )
+    cfg = config(tmp_path, space=str(space), trials=2, objectives=["accuracy", "size", "latency"])
+    result = run_search(cfg, progress=False, echo=lambda _: None)
+    study = optuna.load_study(study_name="mlp-digits-channels", storage=cfg.storage_url)
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE", "MINIMIZE"]
+    for trial in study.trials:
+        assert len(trial.values) == 3 and trial.values[2] > 0
+        kept = 1 - trial.params["prune/fc1"]
+        client = MlflowClient(tracking_uri=cfg.mlflow_tracking_uri)
+        metrics = client.get_run(trial.user_attrs["mlflow_run_id"]).data.metrics
+        # fc1 64->256 and fc2 256->128 lose channels; fc3's inputs shrink with fc2
+        fc1, fc2 = round(256 * kept), round(128 * (1 - trial.params["prune/fc2"]))
+        assert metrics["parameters"] == 64 * fc1 + fc1 + fc1 * fc2 + fc2 + fc2 * 10 + 10
+        assert {"latency_ms_batch1", "latency_ms_batch64"} <= set(metrics)
+    assert all(p.test_accuracy is not None for p in result.front)
+
+
+def test_structured_pruning_of_the_output_layer_is_refused_up_front(tmp_path: Path) -> None:
+    space = tmp_path / "bad.yaml"
+    space.write_text("layers: [{match: '*', bits: 8, prune: 0.5, prune_kind: structured}]\n")
+    with pytest.raises(autocompress.ConfigError, match=r"^prune/fc3: .*output layer"):
+        run_search(config(tmp_path, space=str(space), trials=1), progress=False)
+    assert not (tmp_path / "out").exists()
