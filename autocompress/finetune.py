@@ -43,6 +43,10 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return float((predict_logits(model, x).argmax(dim=1) == y).float().mean().item())
 
 
+def steps_per_epoch(examples: int, batch_size: int) -> int:
+    return math.ceil(examples / batch_size)
+
+
 def fit(
     model: nn.Module,
     train: tuple[torch.Tensor, torch.Tensor],
@@ -56,18 +60,22 @@ def fit(
     teacher_logits: torch.Tensor | None = None,
     distill: DistillPlan | None = None,
     on_epoch: Callable[[EpochResult], None] | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> list[EpochResult]:
     """Adam with a cosine learning-rate decay; with ``distill`` enabled the loss mixes in the
-    teacher's cached logits for the same training examples."""
+    teacher's cached logits for the same training examples. ``on_step`` gets the 1-based
+    optimizer step after each step (gradual pruning moves its masks there)."""
     x, y = train
     use_teacher = distill is not None and distill.enabled and teacher_logits is not None
     temperature = distill.temperature if distill is not None else 1.0
     alpha = distill.alpha if use_teacher and distill is not None else 0.0
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    steps_per_epoch = math.ceil(len(x) / batch_size)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * steps_per_epoch)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, epochs * steps_per_epoch(len(x), batch_size)
+    )
     generator = torch.Generator().manual_seed(seed)
+    step = 0
     history: list[EpochResult] = []
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
@@ -83,6 +91,9 @@ def fit(
             loss.backward()
             optimizer.step()
             schedule.step()
+            step += 1
+            if on_step is not None:
+                on_step(step)
             total += loss.detach() * len(idx)
         mean_loss = float(total.item()) / len(x)
         if not math.isfinite(mean_loss):

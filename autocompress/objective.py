@@ -14,13 +14,17 @@ from autocompress.compress import compress, materialize
 from autocompress.config import ExperimentConfig
 from autocompress.data import DataSplits
 from autocompress.errors import TrialFailed
-from autocompress.finetune import EpochResult, fit
+from autocompress.finetune import EpochResult, fit, steps_per_epoch
 from autocompress.latency import measure_latency
+from autocompress.plan import CompressionPlan
+from autocompress.prune import GradualPruning
 from autocompress.size import model_size
 from autocompress.space import SearchSpace
 from autocompress.teacher import Baseline
 from autocompress.tracking import Tracker
 
+# Gradual pruning reaches the planned masks after this share of fine-tuning; the rest recovers.
+RAMP_FRACTION = 2 / 3
 # Few repeats: latency is logged for every trial and must stay a small share of its time.
 LATENCY_WARMUP = 3
 LATENCY_REPEATS = 10
@@ -38,6 +42,16 @@ class SearchContext:
     parent_run_id: str
     models_dir: Path  # each complete trial's compressed file; front members' are kept
     model_spec: ModelSpec  # what a compressed file rebuilds its architecture from
+
+
+def gradual_pruning(
+    student: torch.nn.Module, plan: CompressionPlan, train_examples: int
+) -> GradualPruning | None:
+    """The ``on_step`` hook of a plan with the gradual prune schedule, else None."""
+    if plan.finetune.prune_schedule != "gradual":
+        return None
+    steps = plan.finetune.epochs * steps_per_epoch(train_examples, plan.finetune.batch_size)
+    return GradualPruning(student, round(RAMP_FRACTION * steps))
 
 
 def model_path(models_dir: Path, number: int) -> Path:
@@ -76,6 +90,7 @@ class Objective:
                         f"validation accuracy {result.val_accuracy:.2%} after epoch 1"
                     )
 
+            gradual = gradual_pruning(student, plan, len(ctx.data.train_x))
             tuned = time.perf_counter()
             history = fit(
                 student,
@@ -88,6 +103,7 @@ class Objective:
                 teacher_logits=ctx.baseline.train_logits,
                 distill=plan.distill,
                 on_epoch=on_epoch,
+                on_step=gradual,
             )
             finetune_s = time.perf_counter() - tuned
 

@@ -37,6 +37,9 @@ class FinetunePlan:
     epochs: int = 3
     lr: float = 1e-3
     batch_size: int = 128
+    # "oneshot": masks at their planned ratio before fine-tuning; "gradual": masks grow from
+    # none to the planned ratio over the first RAMP_FRACTION of fine-tuning (prune.GradualPruning)
+    prune_schedule: str = "oneshot"
 
 
 @dataclass(frozen=True)

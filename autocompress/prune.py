@@ -77,3 +77,48 @@ def prune_(model: nn.Module, ratios: Mapping[str, float]) -> None:
         parametrize.register_parametrization(
             layer, "weight", WeightMask(magnitude_mask(weight, ratio))
         )
+
+
+def cubic_ratio(final: float, progress: float) -> float:
+    """Zhu & Gupta's schedule ("To prune, or not to prune", 2017): sparsity rises fast while
+    many weights are redundant and slowly near the end, when each removal costs accuracy."""
+    progress = min(max(progress, 0.0), 1.0)
+    return final * (1.0 - (1.0 - progress) ** 3)
+
+
+class GradualPruning:
+    """Grows each unstructured mask from nothing to its planned count during fine-tuning.
+
+    One-shot pruning removes up to 98% of a layer's weights before any retraining; here the
+    network adapts as they go. The planned masks (``prune_`` has registered them) give each
+    layer's final count of zeros; they are reset to all-ones and recomputed by magnitude at
+    ``updates`` evenly spaced steps of the first ``ramp_steps`` optimizer steps, each from the
+    currently masked weights, so a pruned weight never returns. After ``ramp_steps`` every
+    layer holds exactly its planned count of zeros, and the rest of fine-tuning recovers.
+    Called with the 1-based optimizer step after each step (``fit``'s ``on_step``).
+    """
+
+    def __init__(self, model: nn.Module, ramp_steps: int, updates: int = 10) -> None:
+        self.ramp_steps = max(ramp_steps, 1)
+        self.every = max(self.ramp_steps // max(updates, 1), 1)
+        self.layers: list[tuple[Tensor, WeightMask, float]] = []
+        for module in model.modules():
+            if not parametrize.is_parametrized(module, "weight"):
+                continue
+            parametrizations = module.parametrizations
+            assert isinstance(parametrizations, nn.ModuleDict)
+            chain = parametrizations["weight"]
+            assert isinstance(chain, parametrize.ParametrizationList)
+            mask = chain[0]
+            if isinstance(mask, WeightMask):
+                final = float((mask.mask == 0).sum().item()) / mask.mask.numel()
+                self.layers.append((chain.original, mask, final))
+                mask.mask.fill_(1.0)
+
+    @torch.no_grad()
+    def __call__(self, step: int) -> None:
+        if step > self.ramp_steps or (step % self.every and step != self.ramp_steps):
+            return
+        for original, mask, final in self.layers:
+            ratio = final if step == self.ramp_steps else cubic_ratio(final, step / self.ramp_steps)
+            mask.mask.copy_(magnitude_mask(original * mask.mask, ratio))

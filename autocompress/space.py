@@ -130,16 +130,20 @@ def _check_any(value: Value, name: str) -> None:
     pass
 
 
-def _check_kind(value: Value, name: str) -> None:
-    if value not in PRUNE_KINDS:
-        raise ConfigError(name, f"must be one of {', '.join(PRUNE_KINDS)}, got {value!r}")
+def _one_of(options: tuple[str, ...]) -> Callable[[Value, str], None]:
+    def check(value: Value, name: str) -> None:
+        if value not in options:
+            raise ConfigError(name, f"must be one of {', '.join(options)}, got {value!r}")
+
+    return check
 
 
 PRUNE_KINDS = ("unstructured", "structured")
+PRUNE_SCHEDULES = ("oneshot", "gradual")
 _LAYER_FIELDS: dict[str, tuple[type, Callable[[Value, str], None], Value]] = {
     "bits": (int, _check_bits, 32),
     "prune": (float, _check_ratio, 0.0),
-    "prune_kind": (str, _check_kind, "unstructured"),
+    "prune_kind": (str, _one_of(PRUNE_KINDS), "unstructured"),
     "act_bits": (int, _check_bits, 32),
 }
 _DISTILL_FIELDS: dict[str, tuple[type, Callable[[Value, str], None], Value]] = {
@@ -151,6 +155,7 @@ _FINETUNE_FIELDS: dict[str, tuple[type, Callable[[Value, str], None], Value]] = 
     "epochs": (int, _check_positive, FinetunePlan.epochs),
     "lr": (float, _check_positive, FinetunePlan.lr),
     "batch_size": (int, _check_positive, FinetunePlan.batch_size),
+    "prune_schedule": (str, _one_of(PRUNE_SCHEDULES), FinetunePlan.prune_schedule),
 }
 _RULE_KEYS = ("match", "group", "skip", *_LAYER_FIELDS)
 _TOP_KEYS = ("description", "layers", "distill", "finetune")
@@ -219,6 +224,7 @@ class SearchSpace:
             epochs=int(get("finetune/epochs", self.finetune["epochs"])),
             lr=float(get("finetune/lr", self.finetune["lr"])),
             batch_size=int(get("finetune/batch_size", self.finetune["batch_size"])),
+            prune_schedule=str(get("finetune/prune_schedule", self.finetune["prune_schedule"])),
         )
         return CompressionPlan(layers=layers, distill=distill, finetune=finetune)
 

@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from autocompress.errors import ConfigError
-from autocompress.prune import WeightMask, magnitude_mask, prune_
+from autocompress.prune import GradualPruning, WeightMask, cubic_ratio, magnitude_mask, prune_
 
 
 def _net() -> nn.Sequential:
@@ -167,3 +167,41 @@ def test_pruning_twice_is_config_error() -> None:
     prune_(model, {"0": 0.5})
     with pytest.raises(ConfigError, match="already"):
         prune_(model, {"0": 0.5})
+
+
+def test_cubic_ratio_rises_from_zero_to_final_and_front_loads() -> None:
+    assert cubic_ratio(0.9, 0.0) == 0.0
+    assert cubic_ratio(0.9, 1.0) == pytest.approx(0.9)
+    assert cubic_ratio(0.9, 2.0) == pytest.approx(0.9)  # clamped past the ramp
+    assert cubic_ratio(0.9, 0.5) == pytest.approx(0.9 * 7 / 8)  # most of it in the first half
+
+
+def test_gradual_pruning_grows_monotone_masks_to_the_exact_planned_count() -> None:
+    torch.manual_seed(0)
+    net = _net()
+    ratios = {"0": 0.5, "3": 0.75, "6": 0.9}
+    prune_(net, ratios)
+    layers = {name: net.get_submodule(name) for name in ratios}
+    planned = {name: int((layer.weight == 0).sum()) for name, layer in layers.items()}
+    schedule = GradualPruning(net, ramp_steps=20, updates=4)
+    assert all(int((layer.weight == 0).sum()) == 0 for layer in layers.values())  # reset
+
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.05)
+    x = torch.randn(16, 3, 4, 4)
+    y = torch.randint(0, 5, (16,))
+    previous = {name: torch.ones_like(layer.weight) for name, layer in layers.items()}
+    zeros_seen = []
+    for step in range(1, 31):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(net(x), y).backward()
+        optimizer.step()
+        schedule(step)
+        for name, layer in layers.items():
+            kept = (layer.weight != 0).float()
+            assert bool((kept <= previous[name]).all()), "a pruned weight came back"
+            previous[name] = kept
+        zeros_seen.append(int((layers["6"].weight == 0).sum()))
+        if step >= 20:  # the ramp is over: exactly the planned counts, and they stay
+            assert {n: int((lay.weight == 0).sum()) for n, lay in layers.items()} == planned
+    assert zeros_seen[4] < zeros_seen[9] < zeros_seen[14] < zeros_seen[19]  # grew in steps
+    assert zeros_seen[0] == 0  # nothing removed before the first update

@@ -29,12 +29,23 @@ def start(tmp_path: Path, *args: str, epochs: int = 40) -> subprocess.Popen[str]
         "layers: [{match: '*', bits: [4, 8], prune: {low: 0.0, high: 0.8, step: 0.1}}]\n"
         f"finetune: {{epochs: {epochs}, lr: 1.0e-3, batch_size: 128}}\n"
     )
-    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONWARNINGS="ignore")
+    # faulthandler: a search that does not exit in time dumps its threads' stacks (see finish)
+    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONWARNINGS="ignore", PYTHONFAULTHANDLER="1")
     return subprocess.Popen(
         [sys.executable, "-m", "autocompress", "search", "--config", str(config),
          "--no-progress", *args],
         cwd=tmp_path, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
+
+
+def finish(process: subprocess.Popen[str], timeout: float) -> tuple[str, str]:
+    """The process's output once it exits; past ``timeout``, fail with its threads' stacks."""
+    try:
+        return process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)
+        _, err = process.communicate()
+        raise AssertionError(f"no exit within {timeout} s; its stacks:\n{err[-6000:]}") from None
 
 
 def load(tmp_path: Path) -> optuna.Study:
@@ -71,7 +82,7 @@ def test_sigterm_stops_the_trial_writes_the_front_and_exits_143(tmp_path: Path) 
     process = start(tmp_path, "--trials", "50")
     number = wait_mid_trial(tmp_path, process, complete=1)
     process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=60)
+    _, err = finish(process, 180)
     assert process.returncode == 143, err
     assert "interrupted by SIGTERM" in err
     study = load(tmp_path)
@@ -98,7 +109,7 @@ def test_sigkill_mid_trial_then_resume_retries_it_and_loses_nothing(tmp_path: Pa
     time.sleep(3.5)  # past the 3 s grace period: the killed trial's heartbeat is stale
 
     again = start(tmp_path, "--trials", "4")
-    _, err = again.communicate(timeout=300)
+    _, err = finish(again, 300)
     assert again.returncode == 0, err
     study = load(tmp_path)
     states = {t.number: t.state for t in study.trials}
@@ -119,7 +130,7 @@ RUNNING = optuna.trial.TrialState.RUNNING
 
 def test_timeout_ends_cleanly(tmp_path: Path) -> None:
     process = start(tmp_path, "--trials", "500", "--timeout", "3s", epochs=2)
-    out, err = process.communicate(timeout=300)
+    out, err = finish(process, 300)
     assert process.returncode == 0, err
     trials = load(tmp_path).trials
     assert 1 <= len(trials) < 500
@@ -129,7 +140,7 @@ def test_timeout_ends_cleanly(tmp_path: Path) -> None:
 
 def test_two_local_workers_share_one_study(tmp_path: Path) -> None:
     process = start(tmp_path, "--trials", "6", "--workers", "2", epochs=2)
-    _, err = process.communicate(timeout=300)
+    _, err = finish(process, 300)
     assert process.returncode == 0, err
     study = load(tmp_path)
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]

@@ -124,6 +124,10 @@ def test_distillation_settings_only_when_enabled() -> None:
         ),
         ({"finetune": {"epochs": "three"}}, r"^space.finetune.epochs: must be int"),
         (
+            {"finetune": {"prune_schedule": ["oneshot", "slow"]}},
+            r"^space.finetune.prune_schedule: must be one of oneshot, gradual, got 'slow'",
+        ),
+        (
             {
                 "layers": [
                     {"match": "conv*", "bits": [4, 8], "group": "g"},
@@ -150,3 +154,18 @@ def test_space_files_by_path_and_unknown_names(tmp_path: Any) -> None:
         ConfigError, match=r"^space: unknown search space 'nope'; built-ins: default"
     ):
         load_space("nope", LAYERS)
+
+
+def test_prune_schedule_is_a_searchable_finetune_choice() -> None:
+    s = space(
+        {
+            "layers": [{"match": "*", "prune": 0.5}],
+            "finetune": {"prune_schedule": ["oneshot", "gradual"]},
+        }
+    )
+    for schedule in ("oneshot", "gradual"):
+        plan = s.suggest(optuna.trial.FixedTrial({"finetune/prune_schedule": schedule}))
+        assert plan.finetune.prune_schedule == schedule
+        assert s.params_from_plan(plan) == {"finetune/prune_schedule": schedule}
+    fixed = space({"layers": [{"match": "*", "prune": 0.5}]})
+    assert fixed.suggest(optuna.trial.FixedTrial({})).finetune.prune_schedule == "oneshot"
