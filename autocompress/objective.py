@@ -73,6 +73,7 @@ class Objective:
             ctx.parent_run_id, trial.number, trial.params, plan.to_dict()
         )
         trial.set_user_attr("mlflow_run_id", run_id)
+        tuned: float | None = None  # when fine-tuning started
         try:
             # 2. A fresh copy of the teacher, pruned and fake-quantized.
             torch.manual_seed(ctx.config.seed + trial.number)
@@ -155,6 +156,8 @@ class Objective:
             return tuple(values[name] for name in ctx.config.objectives)
         except optuna.TrialPruned as exc:
             trial.set_user_attr("pruned_reason", str(exc))
+            if tuned is not None:  # stopped within fine-tuning: time accounting stays whole
+                trial.set_user_attr("time_finetune_s", time.perf_counter() - tuned)
             ctx.tracker.end(run_id, "KILLED", {"state": "PRUNED", "pruned_reason": str(exc)})
             raise
         except Exception as exc:

@@ -1,15 +1,18 @@
-"""One-shot against gradual pruning (issue 6), paired: the same plans, fine-tuned both ways.
+"""One-shot against gradual pruning, and fine-tuning length (issue 6), paired: the same plans.
 
-    python experiments/bench_prune_schedule.py [--models lenet5,lenet300] [--plans 8] [--seed 0]
+    python experiments/bench_prune_schedule.py [--models lenet5,lenet300] [--plans 8] \
+        [--epochs 3,8] [--seed 0]
 
 For each model the baseline (30 epochs, autocompress's cache) is compressed with the
 Deep-Compression-like recipe and with ``--plans`` plans drawn (seeded) from the high-compression
-corner of the default space: per-layer prune ratio 0.80-0.98, bits 2-6; distillation
-(temperature 4, alpha 0.5), learning rate 1e-3 and 3 epochs fixed, so the prune schedule is the
-only difference within a pair. Every plan runs through the trial's own code (``compress``,
-``objective.gradual_pruning``, ``fit``, ``pack``) with the same seed for both schedules.
-Prints one row per plan (validation and test accuracy of each schedule, the file size) and the
-median paired difference; data: the MNIST files in ../shared/data/mnist.
+corner of the default space: per-layer prune ratio 0.80-0.98, bits 2-6. Distillation
+(temperature 4, alpha 0.5) and learning rate 1e-3 are fixed, so the prune schedule and the
+number of fine-tuning epochs (each of ``--epochs``) are the only differences between a plan's
+runs. Every plan runs through the trial's own code (``compress``,
+``objective.gradual_pruning``, ``fit``, ``pack``) with the same seed for every setting.
+Prints one row per plan (validation and test accuracy of each setting, the compression ratio)
+and each setting's median paired difference to the first (one-shot, first epochs). Data: the
+MNIST files in ../shared/data/mnist.
 """
 
 from __future__ import annotations
@@ -83,9 +86,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="lenet5,lenet300")
     parser.add_argument("--plans", type=int, default=8, help="random plans per model (8)")
+    parser.add_argument("--epochs", default="3", help="fine-tuning epochs to compare (3)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", default=f"mnist:{REPO.parent / 'shared/data/mnist'}")
     args = parser.parse_args()
+    settings = [(int(e), s) for e in args.epochs.split(",") for s in SCHEDULES]
+    names = [f"{schedule} {epochs} ep" for epochs, schedule in settings]
 
     for model in args.models.split(","):
         config = build_config(None, {"model": model, "data": args.data})
@@ -98,29 +104,38 @@ def main() -> None:
         plans |= {f"random-{i}": random_plan(rng, layers) for i in range(args.plans)}
         print(f"\n{model}: baseline validation {baseline.val_accuracy:.2%} ({baseline.source})")
         print(
-            "| plan | layers (bits / pruned) | ratio | val one-shot | val gradual | "
-            "test one-shot | test gradual |\n|---|---|---:|---:|---:|---:|---:|"
+            "| plan | layers (bits / pruned) | ratio | "
+            + " | ".join(f"val {n}" for n in names)
+            + " | "
+            + " | ".join(f"test {n}" for n in names)
+            + " |\n|---|---|---:|"
+            + "---:|" * (2 * len(names))
         )
-        gains = []
-        for i, (name, plan) in enumerate(plans.items()):
+        val: dict[str, list[float]] = {n: [] for n in names}
+        for i, (label, plan) in enumerate(plans.items()):
             got = {}
-            for schedule in SCHEDULES:
-                finetune = FinetunePlan(prune_schedule=schedule)
+            for name, (epochs, schedule) in zip(names, settings, strict=True):
+                finetune = FinetunePlan(epochs=epochs, prune_schedule=schedule)
                 scheduled = dataclasses.replace(plan, distill=DistillPlan(), finetune=finetune)
-                got[schedule] = run(scheduled, baseline, prepared.data, spec, args.seed + i)
-            gains.append(100 * (got["gradual"][0] - got["oneshot"][0]))
-            ratio = baseline.float32_bytes / got["gradual"][2]
+                got[name] = run(scheduled, baseline, prepared.data, spec, args.seed + i)
+                val[name].append(100 * got[name][0])
+            ratio = baseline.float32_bytes / got[names[0]][2]
             print(
-                f"| {name} | {plan.summary()} | {ratio:.0f}x | {got['oneshot'][0]:.2%} | "
-                f"{got['gradual'][0]:.2%} | {got['oneshot'][1]:.2%} | {got['gradual'][1]:.2%} |",
+                f"| {label} | {plan.summary()} | {ratio:.0f}x | "
+                + " | ".join(f"{got[n][0]:.2%}" for n in names)
+                + " | "
+                + " | ".join(f"{got[n][1]:.2%}" for n in names)
+                + " |",
                 flush=True,
             )
-        median = statistics.median(gains)
-        print(
-            f"\n{model}: gradual - one-shot validation accuracy, median {median:+.2f} "
-            f"points [{min(gains):+.2f} to {max(gains):+.2f}] over {len(gains)} plans; "
-            f"gradual better in {sum(g > 0 for g in gains)}, worse in {sum(g < 0 for g in gains)}"
-        )
+        print(f"\n{model}: validation accuracy minus {names[0]}'s, median [min to max] over plans")
+        for name in names[1:]:
+            gains = [a - b for a, b in zip(val[name], val[names[0]], strict=True)]
+            print(
+                f"- {name}: {statistics.median(gains):+.2f} points "
+                f"[{min(gains):+.2f} to {max(gains):+.2f}], better in "
+                f"{sum(g > 0 for g in gains)} of {len(gains)} plans"
+            )
 
 
 if __name__ == "__main__":

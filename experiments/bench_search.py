@@ -12,10 +12,10 @@ trial; --minutes caps any search. Smoke test, under a minute:
 
 For each model: the baseline is trained once (``--teacher-epochs``, seed ``--baseline-seed``,
 cached by autocompress) and handed to every run as its checkpoint, so every sampler and seed
-compresses the same network. Then, per seed, each sampler runs one search of the default space
-(``--trials`` trials, no new trial after ``--minutes``) and each hand recipe in
-``experiments/recipes/`` runs as a 1-trial study whose space fixes every value; all of them go
-through ``autocompress.study.run_search``, each in a fresh output directory.
+compresses the same network. Then, per seed, each sampler runs one search of ``--space``
+(the default space unless given; ``--trials`` trials, no new trial after ``--minutes``) and each
+hand recipe in ``experiments/recipes/`` runs as a 1-trial study whose space fixes every value;
+all of them go through ``autocompress.study.run_search``, each in a fresh output directory.
 
 Per run: the largest compression ratio (float32 bytes / compressed bytes) on the front within
 0.2 and 0.5 points of the baseline's validation accuracy, with those models' test accuracy; the
@@ -244,7 +244,7 @@ def run_one(
     keys: dict[str, Any] = {
         "model": baseline.model,
         "data": args.data,
-        "space": str(recipes_for(baseline.model)[recipe]) if recipe else "default",
+        "space": str(recipes_for(baseline.model)[recipe]) if recipe else args.space,
         "checkpoint": baseline.checkpoint,
         "trials": 1 if recipe else args.trials,
         "timeout": None if recipe or args.minutes is None else args.minutes * 60,
@@ -382,6 +382,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--minutes", type=float, default=60.0, help="no new trial after this, per search (60)"
     )
+    parser.add_argument("--space", default="default", help="the searches' space (default)")
     parser.add_argument("--data", default=f"mnist:{(REPO.parent / 'shared/data/mnist')}")
     parser.add_argument("--teacher-epochs", type=int, default=30, help="baseline epochs (30)")
     parser.add_argument(
@@ -404,8 +405,8 @@ def header(report: dict[str, Any], args: argparse.Namespace) -> str:
         f"Machine: {info['cpu']}, {info['cores']} cores ({info['torch_threads']} torch threads), "
         f"{info['memory_gib']} GiB, GPU: {info['gpu'] or 'none'}; Python {info['python']}, "
         f"torch {info['torch']}, optuna {info['optuna']}, mlflow {info['mlflow']}. "
-        f"Budget per search: {budget}; seeds {', '.join(map(str, args.seeds))}; the default "
-        f"space; data {args.data}. Whole benchmark: {report['wall_s'] / 60:.1f} minutes.\n\n"
+        f"Budget per search: {budget}; seeds {', '.join(map(str, args.seeds))}; space "
+        f"{args.space}; data {args.data}. Whole benchmark: {report['wall_s'] / 60:.1f} minutes.\n\n"
         "Cells: median [min-max] over seeds, (k/n) when only k of n runs have a value. "
         "ratio ≤P pt: the largest float32 / compressed size on the front with validation "
         "accuracy at most P points below the baseline's; its test acc: that model's test "

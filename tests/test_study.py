@@ -77,6 +77,7 @@ def test_hopeless_trials_stop_early_as_pruned(tmp_path: Path) -> None:
     trial = study.trials[0]
     assert trial.state.name == "PRUNED"
     assert "after epoch 1" in trial.user_attrs["pruned_reason"]
+    assert trial.user_attrs["time_finetune_s"] > 0  # its epoch counts as fine-tuning time
     client = MlflowClient(tracking_uri=cfg.mlflow_tracking_uri)
     run = client.get_run(trial.user_attrs["mlflow_run_id"])
     assert run.info.status == "KILLED"
