@@ -52,6 +52,13 @@ def _search_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--study-name", help="study name (default <model>-<data>-<space>)")
     p.add_argument("--mlflow-uri", help="MLflow tracking URI (default sqlite:///<out>/mlflow.db)")
     p.add_argument("--sampler", help="tpe (default), nsga2, gp, random")
+    p.add_argument(
+        "--warm-start",
+        action="append",
+        metavar="RECIPE",
+        help="a recipe file (a space fixing every value) run as one of a new study's first "
+        "trials; repeatable",
+    )
     p.add_argument("--workers", type=int, help="local worker processes on the study (default 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -193,6 +200,7 @@ def _search(args: argparse.Namespace) -> int:
             "study_name",
             "mlflow_uri",
             "sampler",
+            "warm_start",
         )
     }
     config = build_config(args.config, overrides)

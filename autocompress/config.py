@@ -58,6 +58,9 @@ class ExperimentConfig:
     # A trial whose validation accuracy after its first fine-tuning epoch is this far below the
     # baseline (absolute, accuracy in [0, 1]) is stopped as hopeless (optuna.TrialPruned).
     early_stop_drop: float = 0.3
+    # Hand recipes (space files that fix every value) run as a new study's first trials, so
+    # the sampler starts from known good points (Optuna's enqueue_trial).
+    warm_start: tuple[str, ...] = ()
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
 
     @property
@@ -194,6 +197,11 @@ def build_config(
     if not isinstance(objectives, list | tuple) or tuple(objectives) not in OBJECTIVES:
         allowed = " or ".join(f"[{', '.join(o)}]" for o in OBJECTIVES)
         raise ConfigError("objectives", f"must be {allowed}, got {objectives!r}")
+    warm_start = get("warm_start")
+    if isinstance(warm_start, str):
+        warm_start = [warm_start]
+    if not isinstance(warm_start, list | tuple):
+        raise ConfigError("warm_start", "must be a list of recipe files (fixed-value spaces)")
     drop = _typed(get("early_stop_drop"), float, "early_stop_drop")
     if not 0 < drop <= 1:
         raise ConfigError("early_stop_drop", f"must be in (0, 1], got {drop}")
@@ -215,5 +223,8 @@ def build_config(
         workers=_positive(get("workers"), "workers", int),
         heartbeat=_positive(get("heartbeat"), "heartbeat", float),
         early_stop_drop=drop,
+        warm_start=tuple(
+            _typed(item, str, f"warm_start[{i}]") for i, item in enumerate(warm_start)
+        ),
         teacher=teacher,
     )

@@ -66,6 +66,21 @@ class Dim:
             return trial.suggest_int(name, int(self.low), int(self.high), step=step, log=self.log)
         return trial.suggest_float(name, self.low, self.high, step=self.step, log=self.log)
 
+    def contains(self, value: Value) -> bool:
+        """Whether a trial of this dim can take ``value`` (a range's step included)."""
+        if self.fixed is not None:
+            return value == self.fixed
+        if self.choices:
+            return value in self.choices
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        if not self.low - 1e-9 <= value <= self.high + 1e-9:
+            return False
+        if self.step is None:
+            return True
+        steps = (value - self.low) / self.step
+        return abs(steps - round(steps)) < 1e-6
+
     def values(self) -> tuple[Value, ...]:
         """Every value a fixed or choice dim can take; a range's two ends."""
         if self.fixed is not None:
@@ -227,6 +242,32 @@ class SearchSpace:
             prune_schedule=str(get("finetune/prune_schedule", self.finetune["prune_schedule"])),
         )
         return CompressionPlan(layers=layers, distill=distill, finetune=finetune)
+
+    def dims(self) -> dict[str, Dim]:
+        """Every dim by its flat parameter name (searched or fixed)."""
+        named = {f"{key}/{u.name}": dim for u in self.units for key, dim in u.dims.items()}
+        named |= {f"distill/{key}": dim for key, dim in self.distill.items()}
+        return named | {f"finetune/{key}": dim for key, dim in self.finetune.items()}
+
+    def fixed_plan(self, field: str) -> CompressionPlan:
+        """The one plan of a space that searches nothing (a hand recipe), else ConfigError."""
+        searched = [name for name, dim in self.dims().items() if dim.searched]
+        if searched:
+            raise ConfigError(field, f"a recipe fixes every value, but it searches {searched[0]}")
+        return self.plan_from_params({})
+
+    def point_of(self, plan: CompressionPlan, field: str) -> dict[str, Value]:
+        """The parameters with which this space produces exactly ``plan``, else ConfigError."""
+        params = self.params_from_plan(plan)
+        dims = self.dims()
+        for name, value in params.items():
+            if not dims[name].contains(value):
+                raise ConfigError(field, f"{name} = {value} is outside the search space")
+        if self.plan_from_params(params) != plan:
+            raise ConfigError(
+                field, "differs from the search space in a fixed value or a tied group"
+            )
+        return params
 
     def params_from_plan(self, plan: CompressionPlan) -> dict[str, Value]:
         """The flat Optuna parameters that produce ``plan`` (searched values only)."""

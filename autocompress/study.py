@@ -61,6 +61,8 @@ class Prepared:
     data: DataSplits
     model: torch.nn.Module
     space: SearchSpace
+    # (recipe file, its Optuna parameters in the search space), for a new study's first trials
+    warm_start: tuple[tuple[str, dict[str, Any]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,25 @@ def prepare(
     else:
         space = build_space(space_raw, layers, Path(config.space).stem)
     _check_structured(space, model, data.train_x[:2])
-    return Prepared(config, device, data.to(device), model.to(device), space)
+    warm = tuple(
+        (path, _warm_start_point(space, path, layers, i))
+        for i, path in enumerate(config.warm_start)
+    )
+    return Prepared(config, device, data.to(device), model.to(device), space, warm)
+
+
+def _warm_start_point(
+    space: SearchSpace, path: str, layers: list[str], index: int
+) -> dict[str, Any]:
+    """A recipe's plan as parameters of the search space: checked before anything is written."""
+    field = f"warm_start[{index}]"
+    try:
+        plan = load_space(path, layers).fixed_plan(field)
+    except ConfigError as exc:
+        if exc.field == field:
+            raise
+        raise ConfigError(field, f"'{path}': {exc}") from None
+    return space.point_of(plan, field)
 
 
 def _check_structured(space: SearchSpace, model: torch.nn.Module, example: torch.Tensor) -> None:
@@ -395,6 +415,9 @@ def _setup(
     # Stored with absolute paths, so a worker started anywhere writes to the same places.
     study.set_user_attr("config", replace(config, out=str(config.out_dir)).to_dict())
     study.set_user_attr("baseline", _baseline_attrs(baseline))
+    if not study.trials:  # a new study: recipes first (a resume does not repeat them)
+        for path, params in prepared.warm_start:
+            study.enqueue_trial(params, user_attrs={"warm_start": path}, skip_if_exists=True)
 
     tracker, parent = _open_tracker(config, study)
     tracker.log_dict(parent, config.to_dict(), "config.json")
@@ -514,7 +537,8 @@ def run_worker(
     threads: int | None = None,
 ) -> int:
     """Join a study and run its trials until its total is reached; returns the trials run."""
-    overrides: dict[str, Any] = {"storage": storage, "study_name": study_name}
+    # warm_start: the search that created the study enqueued its recipes; workers need no files
+    overrides: dict[str, Any] = {"storage": storage, "study_name": study_name, "warm_start": []}
     if mlflow_uri is not None:
         overrides["mlflow_uri"] = mlflow_uri
     if device is not None:

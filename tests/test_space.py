@@ -8,7 +8,7 @@ import pytest
 from autocompress.errors import ConfigError
 from autocompress.plan import CompressionPlan, LayerPlan
 from autocompress.resources import builtin_names
-from autocompress.space import build_space, load_space
+from autocompress.space import build_space, load_space, parse_dim
 
 LAYERS = ["conv1", "conv2", "fc1", "fc2"]
 
@@ -169,3 +169,21 @@ def test_prune_schedule_is_a_searchable_finetune_choice() -> None:
         assert s.params_from_plan(plan) == {"finetune/prune_schedule": schedule}
     fixed = space({"layers": [{"match": "*", "prune": 0.5}]})
     assert fixed.suggest(optuna.trial.FixedTrial({})).finetune.prune_schedule == "oneshot"
+
+
+@pytest.mark.parametrize(
+    ("raw", "inside", "outside"),
+    [
+        ({"low": 0.0, "high": 0.9, "step": 0.1}, [0.0, 0.3, 0.7, 0.9], [0.35, 0.95, -0.1, "x"]),
+        ({"low": 1e-4, "high": 1e-2, "log": True}, [1e-4, 3e-3, 1e-2], [1e-5, 0.1]),
+        ([2, 4, 8], [2, 8], [3, 16]),
+        (0.5, [0.5], [0.4]),
+    ],
+)
+def test_dim_contains_exactly_what_a_trial_can_take(
+    raw: Any, inside: list[Any], outside: list[Any]
+) -> None:
+    kind = int if isinstance(raw, list) else float
+    dim = parse_dim(raw, kind, "d", lambda value, name: None)
+    assert all(dim.contains(v) for v in inside)
+    assert not any(dim.contains(v) for v in outside)

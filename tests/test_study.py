@@ -192,3 +192,58 @@ def test_structured_pruning_of_the_output_layer_is_refused_up_front(tmp_path: Pa
     with pytest.raises(autocompress.ConfigError, match=r"^prune/fc3: .*output layer"):
         run_search(config(tmp_path, space=str(space), trials=1), progress=False)
     assert not (tmp_path / "out").exists()
+
+
+RECIPE = """layers:
+  - {match: fc1, bits: 4, prune: 0.5}
+  - {match: fc2, bits: 3, prune: 0.7}
+  - {match: fc3, bits: 8, prune: 0.2}
+distill: {enabled: true, temperature: 4.0, alpha: 0.5}
+finetune: {epochs: 2, lr: 1.0e-3, batch_size: 128}
+"""
+SHORT_SPACE = """layers: [{match: '*', bits: [2, 3, 4, 8], prune: {low: 0.0, high: 0.9, step: 0.1}}]
+distill: {enabled: true, temperature: {low: 1.0, high: 8.0}, alpha: {low: 0.1, high: 0.95}}
+finetune: {epochs: 2, lr: {low: 1.0e-4, high: 1.0e-2, log: true}, batch_size: 128}
+"""
+
+
+def test_warm_start_recipes_run_first_and_once(tmp_path: Path) -> None:
+    (tmp_path / "recipe.yaml").write_text(RECIPE)
+    (tmp_path / "space.yaml").write_text(SHORT_SPACE)
+    keys = {"space": str(tmp_path / "space.yaml"), "warm_start": [str(tmp_path / "recipe.yaml")]}
+    run_search(config(tmp_path, trials=2, **keys), progress=False, echo=lambda _: None)
+    study = optuna.load_study(study_name="mlp-digits-space", storage=config(tmp_path).storage_url)
+    first = study.trials[0]
+    assert first.user_attrs["warm_start"] == str(tmp_path / "recipe.yaml")
+    assert first.user_attrs["summary"] == "fc1 4b/50% fc2 3b/70% fc3 8b/20%"
+    assert first.params["distill/temperature"] == 4.0
+    assert "warm_start" not in study.trials[1].user_attrs  # the sampler's own
+
+    run_search(config(tmp_path, trials=3, **keys), progress=False, echo=lambda _: None)
+    study = optuna.load_study(study_name="mlp-digits-space", storage=config(tmp_path).storage_url)
+    assert [("warm_start" in t.user_attrs) for t in study.trials] == [True, False, False]
+
+
+@pytest.mark.parametrize(
+    ("recipe", "message"),
+    [
+        (RECIPE.replace("bits: 3", "bits: 5"), r"bits/fc2 = 5 is outside the search space"),
+        (RECIPE.replace("bits: 3", "bits: [3, 4]"), r"it searches bits/fc2"),
+        (RECIPE.replace("epochs: 2", "epochs: 5"), r"differs from the search space in a fixed"),
+        (
+            RECIPE.replace("match: fc3", "match: fc9"),
+            r"recipe.yaml': space.layers\[2\].match: \['fc9'\] matches no layer",
+        ),
+    ],
+)
+def test_a_bad_warm_start_is_one_line_and_writes_nothing(
+    tmp_path: Path, recipe: str, message: str
+) -> None:
+    (tmp_path / "recipe.yaml").write_text(recipe)
+    (tmp_path / "space.yaml").write_text(SHORT_SPACE)
+    keys = {"space": str(tmp_path / "space.yaml"), "warm_start": [str(tmp_path / "recipe.yaml")]}
+    with pytest.raises(autocompress.errors.ConfigError, match=message) as info:
+        run_search(config(tmp_path, trials=1, **keys), progress=False, echo=lambda _: None)
+    assert str(info.value).startswith("warm_start[0]: ")
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "out").exists()
