@@ -77,7 +77,7 @@ class Baseline:
 @dataclass
 class RunResult:
     model: str
-    method: str  # a sampler name, or "recipe:<name>"
+    method: str  # a sampler name, "<sampler>+warm" (recipes enqueued first), or "recipe:<name>"
     seed: int
     out: str
     trials: int  # finished trials (complete, pruned, failed)
@@ -239,7 +239,8 @@ def run_one(
 ) -> RunResult:
     """One search (a sampler) or one recipe, in a fresh directory, through run_search."""
     recipe = method.removeprefix("recipe:") if method.startswith("recipe:") else None
-    slug = f"{baseline.model}-{recipe or method}-s{seed}"
+    sampler, _, warm = method.partition("+")
+    slug = f"{baseline.model}-{recipe or method.replace('+', '-')}-s{seed}"
     out = out_root / baseline.model / slug
     keys: dict[str, Any] = {
         "model": baseline.model,
@@ -249,7 +250,8 @@ def run_one(
         "trials": 1 if recipe else args.trials,
         "timeout": None if recipe or args.minutes is None else args.minutes * 60,
         "seed": seed,
-        "sampler": "tpe" if recipe else method,
+        "sampler": "tpe" if recipe else sampler,
+        "warm_start": [str(p) for p in recipes_for(baseline.model).values()] if warm else [],
         "out": str(out),
         "study_name": slug,
         "teacher": {"epochs": args.teacher_epochs},
@@ -376,7 +378,12 @@ def machine() -> dict[str, Any]:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="lenet5,lenet300", type=csv_list)
-    parser.add_argument("--samplers", default="tpe,random,nsga2,gp", type=csv_list)
+    parser.add_argument(
+        "--samplers",
+        default="tpe,random,nsga2,gp",
+        type=csv_list,
+        help="samplers; NAME+warm also enqueues the hand recipes first (tpe,random,nsga2,gp)",
+    )
     parser.add_argument("--seeds", default="0,1,2", type=lambda s: [int(x) for x in csv_list(s)])
     parser.add_argument("--trials", type=int, default=300, help="trials per search (300)")
     parser.add_argument(
