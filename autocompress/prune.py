@@ -89,7 +89,7 @@ def cubic_ratio(final: float, progress: float) -> float:
 class GradualPruning:
     """Grows each unstructured mask from nothing to its planned count during fine-tuning.
 
-    One-shot pruning removes up to 98% of a layer's weights before any retraining; here the
+    One-shot pruning removes up to 99% of a layer's weights before any retraining; here the
     network adapts as they go. The planned masks (``prune_`` has registered them) give each
     layer's final count of zeros; they are reset to all-ones and recomputed by magnitude at
     ``updates`` evenly spaced steps of the first ``ramp_steps`` optimizer steps, each from the
