@@ -17,6 +17,8 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
+from autocompress.signals import shielded
+
 _MAX_BATCH = 100  # MLflow's limit on params per log_batch call
 _MAX_VALUE = 6000  # MLflow's limit on a param value's length
 
@@ -25,11 +27,30 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+class _ShieldedClient:
+    """``MlflowClient`` whose every call finishes before a SIGINT/SIGTERM is raised: interrupted
+    mid-write, MLflow's SQLite store kept the database locked for the rest of the search."""
+
+    def __init__(self, client: MlflowClient) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._client, name)
+        if not callable(attribute):
+            return attribute
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with shielded():
+                return attribute(*args, **kwargs)
+
+        return call
+
+
 class Tracker:
     """One MLflow experiment per study; one parent run per study; one nested run per trial."""
 
     def __init__(self, tracking_uri: str, experiment_name: str, artifact_dir: Path | None) -> None:
-        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.client = _ShieldedClient(MlflowClient(tracking_uri=tracking_uri))
         experiment = self.client.get_experiment_by_name(experiment_name)
         if experiment is None:
             location = artifact_dir.resolve().as_uri() if artifact_dir is not None else None
