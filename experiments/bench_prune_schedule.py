@@ -24,7 +24,6 @@ import statistics
 from pathlib import Path
 
 import torch
-import yaml
 
 from autocompress.artifact import ModelSpec, pack
 from autocompress.compress import compress
@@ -33,6 +32,7 @@ from autocompress.data import DataSplits
 from autocompress.finetune import accuracy, fit
 from autocompress.objective import gradual_pruning
 from autocompress.plan import CompressionPlan, DistillPlan, FinetunePlan, LayerPlan
+from autocompress.space import load_space
 from autocompress.study import prepare
 from autocompress.teacher import Baseline, prepare_baseline
 
@@ -41,11 +41,8 @@ SCHEDULES = ("oneshot", "gradual")
 
 
 def recipe_plan(model: str, layers: list[str]) -> CompressionPlan:
-    raw = yaml.safe_load((REPO / f"experiments/recipes/deep_compression_{model}.yaml").read_text())
-    by_name = {rule["match"]: rule for rule in raw["layers"]}
-    return CompressionPlan(
-        layers={n: LayerPlan(bits=by_name[n]["bits"], prune=by_name[n]["prune"]) for n in layers}
-    )
+    path = REPO / f"experiments/recipes/deep_compression_{model}.yaml"
+    return load_space(str(path), layers).fixed_plan("recipe")
 
 
 def random_plan(rng: random.Random, layers: list[str]) -> CompressionPlan:
