@@ -7,8 +7,13 @@ shared setting; ``skip: true`` leaves them in float and unpruned (as do layers n
 
 Every value is written one of three ways: a scalar (fixed, not searched), a list (a choice), or
 a mapping ``{low, high, step?, log?}`` (a range). Optuna parameters are flat and named
-``bits/<unit>``, ``prune/<unit>``, ``prune_kind/<unit>``, ``act_bits/<unit>``,
+``bits/<unit>``, ``prune/<unit>`` or ``keep/<unit>``, ``prune_kind/<unit>``, ``act_bits/<unit>``,
 ``distill/<key>``, ``finetune/<key>``, where a unit is a layer's or a group's name.
+
+``keep`` is the other way to write a layer's pruning: the fraction of weights kept (prune is
+1 - keep). Its point is a log range, ``keep: {low: 0.002, high: 1.0, log: true}``: the sampler
+then sees 90%, 99% and 99.9% pruned as equally far apart, where a uniform prune range spends
+1% of its mass above 99%, the region the smallest models live in.
 """
 
 from __future__ import annotations
@@ -136,6 +141,11 @@ def _check_positive(value: Value, name: str) -> None:
         raise ConfigError(name, f"must be positive, got {value}")
 
 
+def _check_keep(value: Value, name: str) -> None:
+    if not 0.0 < float(value) <= 1.0:
+        raise ConfigError(name, f"kept fraction must be in (0, 1], got {value}")
+
+
 def _check_fraction(value: Value, name: str) -> None:
     if not 0.0 <= float(value) <= 1.0:
         raise ConfigError(name, f"must be in [0, 1], got {value}")
@@ -158,6 +168,7 @@ PRUNE_SCHEDULES = ("oneshot", "gradual")
 _LAYER_FIELDS: dict[str, tuple[type, Callable[[Value, str], None], Value]] = {
     "bits": (int, _check_bits, 32),
     "prune": (float, _check_ratio, 0.0),
+    "keep": (float, _check_keep, 1.0),  # 1 - prune; see the module docstring
     "prune_kind": (str, _one_of(PRUNE_KINDS), "unstructured"),
     "act_bits": (int, _check_bits, 32),
 }
@@ -182,7 +193,19 @@ class Unit:
 
     name: str
     layers: tuple[str, ...]
-    dims: dict[str, Dim]  # bits, prune, act_bits
+    dims: dict[str, Dim]  # bits, prune, keep, prune_kind, act_bits
+
+    @property
+    def prunes_by_keep(self) -> bool:
+        """Whether the unit's pruning is written as a kept fraction (at most one of the two
+        differs from its default: a rule that sets one resets the other)."""
+        return self.dims["keep"] != Dim(float, fixed=1.0)
+
+    def max_prune(self) -> float:
+        """The largest prune ratio a trial can give this unit."""
+        if self.prunes_by_keep:
+            return 1.0 - min(float(v) for v in self.dims["keep"].values())
+        return max(float(v) for v in self.dims["prune"].values())
 
 
 @dataclass(frozen=True)
@@ -220,10 +243,13 @@ class SearchSpace:
         layers: dict[str, LayerPlan] = {name: LayerPlan() for name in self.float_layers}
         for unit in self.units:
             settings = {k: get(f"{k}/{unit.name}", d) for k, d in unit.dims.items()}
+            prune = float(settings["prune"])
+            if unit.prunes_by_keep:  # rounded so that plan -> params -> plan is exact
+                prune = round(1.0 - float(settings["keep"]), 12)
             for layer in unit.layers:
                 layers[layer] = LayerPlan(
                     bits=int(settings["bits"]),
-                    prune=float(settings["prune"]),
+                    prune=prune,
                     act_bits=int(settings["act_bits"]),
                     prune_kind=str(settings["prune_kind"]),
                 )
@@ -276,7 +302,8 @@ class SearchSpace:
             layer = plan.layers[unit.layers[0]]
             for key, dim in unit.dims.items():
                 if dim.searched:
-                    params[f"{key}/{unit.name}"] = getattr(layer, key)
+                    value = round(1.0 - layer.prune, 12) if key == "keep" else getattr(layer, key)
+                    params[f"{key}/{unit.name}"] = value
         if self.distill["enabled"].searched:
             params["distill/enabled"] = plan.distill.enabled
         if plan.distill.enabled:
@@ -343,6 +370,8 @@ def build_space(raw: dict[str, Any], layer_names: Sequence[str], name: str) -> S
                 f"{where}.match",
                 f"{patterns} matches no layer; layers are {', '.join(layer_names)}",
             )
+        if "prune" in rule and "keep" in rule:
+            raise ConfigError(f"{where}.keep", "set prune or keep (= 1 - prune), not both")
         settings: dict[str, Any] = {}
         for key, (kind, check, _) in _LAYER_FIELDS.items():
             if key in rule:
@@ -355,6 +384,9 @@ def build_space(raw: dict[str, Any], layer_names: Sequence[str], name: str) -> S
                 raise ConfigError(f"{where}.group", f"'{group}' is also a layer name")
             settings["group"] = group
         for layer in matched:
+            for key, other in (("prune", "keep"), ("keep", "prune")):
+                if key in settings:  # a later rule's prune replaces an earlier keep, and back
+                    per_layer[layer].pop(other, None)
             per_layer[layer].update(settings)
 
     float_layers: list[str] = []

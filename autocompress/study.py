@@ -158,7 +158,7 @@ def _check_structured(space: SearchSpace, model: torch.nn.Module, example: torch
     """Every layer the space may prune by channels, at its largest ratio, on a copy: a layer
     that cannot lose channels (the output layer, ...) is an input error now, not failed trials."""
     ratios = {
-        layer: max(float(v) for v in unit.dims["prune"].values())
+        layer: unit.max_prune()
         for unit in space.units
         if "structured" in unit.dims["prune_kind"].values()
         for layer in unit.layers

@@ -5,9 +5,10 @@ at the same budget, in the same run, on the MNIST files in ../shared/data/mnist.
         --seeds 0,1,2 --trials 300 --minutes 60 --teacher-epochs 30 --out bench-lenet5
     python experiments/bench_search.py --models lenet300 ... --out bench-lenet300
 
-(the defaults; on 2 CPU cores a LeNet-5 trial takes ~4.5 s, a LeNet-300-100 trial ~0.6 s, so
-300 trials are ~25 and ~4 minutes per search, more for GP, whose sampler costs seconds per
-trial; --minutes caps any search. Smoke test, under a minute:
+(the defaults; on 2 CPU cores a LeNet-5 trial takes ~12 s, a LeNet-300-100 trial ~1.5 s, at
+10 fine-tuning epochs, more for GP, whose sampler costs seconds per trial; --minutes caps any
+search. Spaces side by side: ``--samplers tpe,tpe@experiments/spaces/log_keep.yaml``.
+Smoke test, under a minute:
 ``--models lenet300 --samplers tpe,random --seeds 0 --trials 4 --teacher-epochs 5``.)
 
 For each model: the baseline is trained once (``--teacher-epochs``, seed ``--baseline-seed``,
@@ -77,7 +78,7 @@ class Baseline:
 @dataclass
 class RunResult:
     model: str
-    method: str  # a sampler name, "<sampler>+warm" (recipes enqueued first), or "recipe:<name>"
+    method: str  # "<sampler>[+warm][@<space>]" (+warm: recipes enqueued first), "recipe:<name>"
     seed: int
     out: str
     trials: int  # finished trials (complete, pruned, failed)
@@ -239,13 +240,15 @@ def run_one(
 ) -> RunResult:
     """One search (a sampler) or one recipe, in a fresh directory, through run_search."""
     recipe = method.removeprefix("recipe:") if method.startswith("recipe:") else None
-    sampler, _, warm = method.partition("+")
-    slug = f"{baseline.model}-{recipe or method.replace('+', '-')}-s{seed}"
+    searcher, _, space = method.partition("@")
+    sampler, _, warm = searcher.partition("+")
+    slug = "-".join([baseline.model, recipe or searcher.replace("+", "-")])
+    slug += f"-{Path(space).stem}-s{seed}" if space else f"-s{seed}"
     out = out_root / baseline.model / slug
     keys: dict[str, Any] = {
         "model": baseline.model,
         "data": args.data,
-        "space": str(recipes_for(baseline.model)[recipe]) if recipe else args.space,
+        "space": str(recipes_for(baseline.model)[recipe]) if recipe else space or args.space,
         "checkpoint": baseline.checkpoint,
         "trials": 1 if recipe else args.trials,
         "timeout": None if recipe or args.minutes is None else args.minutes * 60,
@@ -313,8 +316,11 @@ def table(baseline: Baseline, runs: list[RunResult], methods: list[str], recipes
         if not mine:
             continue
         recipe = method.startswith("recipe:")
+        searcher, at, space = method.partition("@")  # a space's path shown by its file's stem
         cells = [
-            method.removeprefix("recipe:") + (" (recipe)" if recipe else ""),
+            method.removeprefix("recipe:") + " (recipe)"
+            if recipe
+            else searcher + at + Path(space).stem,
             str(len(mine)),
             summarize([float(r.trials) for r in mine], ".0f"),
         ]
@@ -382,7 +388,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--samplers",
         default="tpe,random,nsga2,gp",
         type=csv_list,
-        help="samplers; NAME+warm also enqueues the hand recipes first (tpe,random,nsga2,gp)",
+        help="samplers (tpe,random,nsga2,gp); NAME+warm also enqueues the hand recipes first; "
+        "NAME@SPACE searches SPACE (a built-in name or a YAML path) instead of --space",
     )
     parser.add_argument("--seeds", default="0,1,2", type=lambda s: [int(x) for x in csv_list(s)])
     parser.add_argument("--trials", type=int, default=300, help="trials per search (300)")

@@ -112,6 +112,18 @@ def test_distillation_settings_only_when_enabled() -> None:
             {"layers": [{"match": "*", "prune": {"low": -0.1, "high": 0.5}}]},
             r"prune ratio must be in \[0, 1\)",
         ),
+        (
+            {"layers": [{"match": "*", "keep": 0.0}]},
+            r"^space.layers\[0\].keep: kept fraction must be in \(0, 1\], got 0.0$",
+        ),
+        (
+            {"layers": [{"match": "*", "keep": {"low": 0.0, "high": 1.0, "log": True}}]},
+            r"^space.layers\[0\].keep: a log range needs low > 0$",
+        ),
+        (
+            {"layers": [{"match": "*", "prune": 0.5, "keep": 0.5}]},
+            r"^space.layers\[0\].keep: set prune or keep \(= 1 - prune\), not both$",
+        ),
         ({"layers": [{"match": "*", "bitz": 4}]}, r"^space.layers\[0\].bitz: unknown key"),
         ({"layers": [{"bits": 4}]}, r"^space.layers\[0\].match: must be a glob"),
         ({"layers": "all"}, r"^space.layers: must be a list"),
@@ -187,3 +199,56 @@ def test_dim_contains_exactly_what_a_trial_can_take(
     dim = parse_dim(raw, kind, "d", lambda value, name: None)
     assert all(dim.contains(v) for v in inside)
     assert not any(dim.contains(v) for v in outside)
+
+
+def test_keep_searches_the_kept_fraction_on_a_log_scale() -> None:
+    s = space(
+        {"layers": [{"match": "*", "bits": 4, "keep": {"low": 0.001, "high": 1.0, "log": True}}]}
+    )
+    study = optuna.create_study(
+        directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=0)
+    )
+    pruned = []
+    for _ in range(200):
+        trial = study.ask()
+        plan = s.suggest(trial)
+        assert trial.distributions["keep/fc1"] == optuna.distributions.FloatDistribution(
+            0.001, 1.0, log=True
+        )
+        assert plan.layers["fc1"].prune == pytest.approx(1 - trial.params["keep/fc1"], abs=1e-12)
+        assert s.params_from_plan(plan) == pytest.approx(trial.params, abs=1e-12)
+        assert s.suggest(optuna.trial.FixedTrial(s.params_from_plan(plan))) == plan
+        pruned.append(plan.layers["fc1"].prune)
+        study.tell(trial, [0.5, 1.0])
+    # log-uniform over three decades: about a third of the draws prune more than 99%, where a
+    # uniform prune range over [0, 0.999] would put about 1% of them
+    share = sum(p > 0.99 for p in pruned) / len(pruned)
+    assert 0.2 < share < 0.45
+    assert max(pruned) > 0.995
+
+
+def test_a_later_rule_switches_between_prune_and_keep() -> None:
+    s = space(
+        {
+            "layers": [
+                {"match": "*", "bits": 4, "keep": [0.01, 0.1]},
+                {"match": "conv*", "prune": 0.25},
+                {"match": "conv2", "keep": 0.5},
+            ]
+        }
+    )
+    plan = s.suggest(optuna.trial.FixedTrial({"keep/fc1": 0.01, "keep/fc2": 0.1}))
+    assert [plan.layers[n].prune for n in LAYERS] == [0.25, 0.5, 0.99, 0.9]
+    assert s.point_of(plan, "warm_start[0]") == {"keep/fc1": 0.01, "keep/fc2": 0.1}
+    assert [u.max_prune() for u in s.units] == [0.25, 0.5, 0.99, 0.99]
+
+
+def test_a_recipe_outside_the_keep_range_is_refused() -> None:
+    s = space(
+        {"layers": [{"match": "*", "bits": 4, "keep": {"low": 0.05, "high": 1.0, "log": True}}]}
+    )
+    recipe = CompressionPlan(layers={n: LayerPlan(bits=4, prune=0.99) for n in LAYERS})
+    with pytest.raises(
+        ConfigError, match=r"^warm_start\[0\]: keep/conv1 = 0.01 is outside the search space$"
+    ):
+        s.point_of(recipe, "warm_start[0]")
