@@ -37,14 +37,16 @@ from autocompress.quantize import (
     INT_BITS,
     ActFakeQuant,
     WeightFakeQuant,
+    fp16_grid,
     integer_codes,
     quantize_,
     weight_quantizer,
 )
-from autocompress.size import cheapest_encoding
+from autocompress.size import FP16_FIELD_BITS, cheapest_encoding, layer_float_bits
 from autocompress.structured import prune_channels_
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: a quantized layer's scales and bias in float16 (1: float32)
+READABLE_VERSIONS = (1, 2)
 SUFFIX = ".acz"
 MAGIC = b"\x89ACZ"  # the high first byte makes a 7-bit or text-mode transfer detectable
 # magic, format version, codec id, payload length, CRC-32 of the payload; little-endian
@@ -220,13 +222,13 @@ def _pack_layer(
         "stored": int(slots.size),
         "values": add(_encode_values(flat[slots], bits)),
         "index": add(index),
-        "scale": None if scale is None else add(_f32_bytes(scale)),
+        "scale": None if scale is None else add(_float_field_bytes(scale, bits, name, "scales")),
         "bias": None,
         "act": None,
     }
     bias = getattr(layer, "bias", None)
     if isinstance(bias, Tensor):
-        entry["bias"] = add(_f32_bytes(_float32(bias, name, "bias")))
+        entry["bias"] = add(_float_field_bytes(_float32(bias, name, "bias"), bits, name, "bias"))
     if isinstance(act, ActFakeQuant):
         entry["act"] = {
             "bits": act.bits,
@@ -278,6 +280,16 @@ def _float32(tensor: Any, name: str, what: str) -> Tensor:
     return tensor.detach()
 
 
+def _float_field_bytes(tensor: Tensor, bits: int, name: str, what: str) -> bytes:
+    """Scales or bias at the layer's float field width (``size.layer_float_bits``); float16
+    fields must already hold float16 values (``quantize_`` sees to it), so nothing changes."""
+    if layer_float_bits(bits) != FP16_FIELD_BITS:
+        return _f32_bytes(tensor)
+    if not torch.equal(fp16_grid(tensor), tensor):
+        raise ArtifactError(f"cannot pack layer {name}: its {what} are not float16 values")
+    return tensor.detach().cpu().numpy().astype("<f2").tobytes()
+
+
 def _f32_bytes(tensor: Tensor) -> bytes:
     return tensor.detach().cpu().numpy().astype("<f4").tobytes()
 
@@ -325,11 +337,13 @@ def _lzma_filters(payload_length: int) -> list[dict[str, int]]:
 
 def unpack(data: bytes) -> Artifact:
     """Parse and check a file completely; the tensors come back on the CPU."""
-    codec, payload = _open(data)
+    version, codec, payload = _open(data)
     header, body = _split(payload)
-    version = _get(header, "format_version", int, "header")
-    if version != FORMAT_VERSION:
-        raise ArtifactError(f"header: format_version {version} differs from the file's prefix")
+    if _get(header, "format_version", int, "header") != version:
+        raise ArtifactError(
+            f"header: format_version {header['format_version']} differs from the file's "
+            f"prefix ({version})"
+        )
     spec_raw = _get(header, "model", dict, "header")
     spec = ModelSpec(
         model=_get(spec_raw, "model", str, "header model"),
@@ -342,7 +356,7 @@ def unpack(data: bytes) -> Artifact:
         raise ArtifactError(f"header: {exc}") from None
     layers: dict[str, LayerData] = {}
     for i, entry in enumerate(_get(header, "layers", list, "header")):
-        layer = _decode_layer(entry, body, f"header layers[{i}]")
+        layer = _decode_layer(entry, body, f"header layers[{i}]", version)
         if layer.info.name in layers:
             raise ArtifactError(f"header: layer {layer.info.name} appears twice")
         layers[layer.info.name] = layer
@@ -432,8 +446,8 @@ def _difference(in_file: set[str], in_model: set[str]) -> str:
     return "; ".join(parts)
 
 
-def _open(data: bytes) -> tuple[str, bytes]:
-    """Check the prefix, decompress and check length and CRC: ``(codec name, payload)``."""
+def _open(data: bytes) -> tuple[int, str, bytes]:
+    """Check the prefix, decompress and check length and CRC: ``(version, codec, payload)``."""
     if len(data) < PREFIX.size:
         raise ArtifactError(
             f"file is truncated: {len(data)} bytes, shorter than the {PREFIX.size}-byte prefix"
@@ -441,9 +455,10 @@ def _open(data: bytes) -> tuple[str, bytes]:
     magic, version, codec_id, length, crc = PREFIX.unpack_from(data)
     if magic != MAGIC:
         raise ArtifactError(f"not an autocompress file: magic bytes {magic!r}, expected {MAGIC!r}")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
+        readable = ", ".join(map(str, READABLE_VERSIONS))
         raise ArtifactError(
-            f"unsupported format version {version}; this autocompress reads {FORMAT_VERSION}"
+            f"unsupported format version {version}; this autocompress reads {readable}"
         )
     codec = next((name for name, i in CODECS.items() if i == codec_id), None)
     if codec is None:
@@ -467,7 +482,7 @@ def _open(data: bytes) -> tuple[str, bytes]:
         raise ArtifactError(f"file is corrupt: data beyond the {length}-byte payload")
     if zlib.crc32(payload) != crc:
         raise ArtifactError("file is corrupt: the payload's CRC-32 does not match")
-    return codec, payload
+    return version, codec, payload
 
 
 def _split(payload: bytes) -> tuple[dict[str, Any], bytes]:
@@ -553,7 +568,7 @@ def _decode_values(raw: bytes, stored: int, bits: int) -> np.ndarray:
     return (fields - qmax).astype(np.int32)
 
 
-def _decode_layer(entry: Any, body: bytes, where: str) -> LayerData:
+def _decode_layer(entry: Any, body: bytes, where: str, version: int) -> LayerData:
     name = _get(entry, "name", str, where)
     where = f"layer {name}"
     shape = _shape(entry, "shape", where)
@@ -577,10 +592,12 @@ def _decode_layer(entry: Any, body: bytes, where: str) -> LayerData:
     flat[slots] = decoded
     encoded_bytes = len(index) + len(values)
     codes = scale = None
+    float_bytes = 4 if version == 1 else layer_float_bits(bits) // 8
     if bits in INT_BITS:
         codes = torch.from_numpy(flat).reshape(shape)
-        scale = _f32_tensor(_blob(entry, "scale", where, body, 4 * channels), (channels,))
-        encoded_bytes += 4 * channels
+        raw = _blob(entry, "scale", where, body, float_bytes * channels)
+        scale = _float_tensor(raw, (channels,), float_bytes)
+        encoded_bytes += len(raw)
         weight = _dequantize(codes, scale)
     else:
         weight = torch.from_numpy(flat).reshape(shape)
@@ -591,8 +608,9 @@ def _decode_layer(entry: Any, body: bytes, where: str) -> LayerData:
         )
     bias = None
     if entry.get("bias") is not None:
-        bias = _f32_tensor(_blob(entry, "bias", where, body, 4 * channels), (channels,))
-        encoded_bytes += 4 * channels
+        raw = _blob(entry, "bias", where, body, float_bytes * channels)
+        bias = _float_tensor(raw, (channels,), float_bytes)
+        encoded_bytes += len(raw)
     act = _decode_act(entry, body, where)
     if act is not None and act.scale_src is not None:
         encoded_bytes += 4
@@ -618,7 +636,7 @@ def _decode_act(entry: dict[str, Any], body: bytes, where: str) -> ActState | No
         raise ArtifactError(f"{where} 'bits' must be 2..16, got {bits}")
     scale = None
     if bits != FP16_BITS:
-        scale = _f32_tensor(_blob(raw, "scale", where, body, 4), ())
+        scale = _float_tensor(_blob(raw, "scale", where, body, 4), (), 4)
     return ActState(
         bits=bits,
         signed=_get(raw, "signed", bool, where),
@@ -639,5 +657,7 @@ def _decode_tensor(entry: Any, body: bytes, name: str) -> Tensor:
     return torch.from_numpy(array.reshape(shape))
 
 
-def _f32_tensor(raw: bytes, shape: tuple[int, ...]) -> Tensor:
-    return torch.from_numpy(np.frombuffer(raw, dtype="<f4").astype(np.float32).reshape(shape))
+def _float_tensor(raw: bytes, shape: tuple[int, ...], width: int) -> Tensor:
+    """float32 tensor from little-endian float32 (``width`` 4) or float16 (2) fields."""
+    dtype = "<f4" if width == 4 else "<f2"
+    return torch.from_numpy(np.frombuffer(raw, dtype=dtype).astype(np.float32).reshape(shape))

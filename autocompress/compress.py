@@ -39,6 +39,16 @@ def materialize(student: nn.Module) -> nn.Module:
     model computes (activation quantizers stay), so its latency is the one worth measuring."""
     plain = copy.deepcopy(student)
     for module in plain.modules():
-        if parametrize.is_parametrized(module, "weight"):
-            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+        if not parametrize.is_parametrized(module):
+            continue
+        parametrizations = module.parametrizations
+        assert isinstance(parametrizations, nn.ModuleDict)
+        with torch.no_grad():
+            values = {name: getattr(module, name).clone() for name in parametrizations}
+        # Not parametrize.remove_parametrizations: a deep copy shares its parametrized class
+        # with the student, and removing deletes the class's properties, the student's too.
+        module.__class__ = module.__class__.__bases__[0]
+        del module.parametrizations
+        for name, value in values.items():
+            module.register_parameter(name, nn.Parameter(value, requires_grad=False))
     return plain.eval()

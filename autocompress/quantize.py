@@ -15,6 +15,11 @@ quantizer with a zero level would have no other level, so 1 bit means sign binar
 (the sparsity encoding, not the value, carries them). 16 bits is an fp16 round trip, 32 bits
 leaves the weight in float.
 
+Scales are rounded to float16 values, and a quantized layer's bias passes through an fp16
+round trip (``BiasFakeFp16``, straight-through), so the file stores both in 2 bytes instead of
+4. At 99% sparsity they are most of a layer: LeNet-5's fc1 at 2 bits and 0.5% kept stored
+3.2 KB of codes and positions beside 4 KB of float32 scales and biases.
+
 Activations: ``ActFakeQuant`` quantizes a layer's input per tensor, from a running max-abs
 statistic, using the unsigned range when every observed input was non-negative (after ReLU).
 """
@@ -34,6 +39,7 @@ from autocompress.prune import compressible_layer
 INT_BITS = range(1, 16)
 FP16_BITS = 16
 FLOAT_BITS = 32
+FP16_MAX = float(torch.finfo(torch.float16).max)
 
 _BITS_MESSAGE = "bits must be 1..15, 16 (fp16) or 32 (float)"
 _ACT_BITS_MESSAGE = "activation bits must be 2..15, 16 (fp16) or 32 (float)"
@@ -62,24 +68,31 @@ def _channel_view(t: Tensor, w: Tensor) -> Tensor:
     return t.reshape(-1, *([1] * (w.dim() - 1)))
 
 
+def fp16_grid(t: Tensor) -> Tensor:
+    """``t`` rounded to the nearest float16 value (saturating at fp16's largest), same dtype:
+    what a float16 field of the file holds exactly."""
+    return t.clamp(-FP16_MAX, FP16_MAX).to(torch.float16).to(t.dtype)
+
+
 def integer_codes(w: Tensor, bits: int) -> tuple[Tensor, Tensor]:
     """Integer codes (int32) and per-channel scales with ``codes * scale`` the quantized weight.
 
     A packer stores exactly these, so the unpacked weight reproduces the model bit for bit:
-    ``quantize_weight`` is defined as ``codes.to(w.dtype) * scale``. All-zero channels (and
-    channels so small that the scale underflows) get scale 1 and codes 0.
+    ``quantize_weight`` is defined as ``codes.to(w.dtype) * scale``. Scales are float16 values
+    (``fp16_grid``). All-zero channels (and channels so small that the scale underflows in
+    float16) get scale 1 and codes 0.
     """
     if bits not in INT_BITS:
         raise ValueError(f"integer_codes needs bits in 1..15, got {bits}")
     w = w.detach()
     flat = w.reshape(w.shape[0], -1)
     if bits == 1:
-        mean_abs = flat.abs().sum(dim=1) / (flat != 0).sum(dim=1).clamp(min=1)
+        mean_abs = fp16_grid(flat.abs().sum(dim=1) / (flat != 0).sum(dim=1).clamp(min=1))
         # a channel of zeros (or of subnormals whose mean underflows) quantizes to zeros
         codes = torch.sign(w) * _channel_view(mean_abs > 0, w)
         return codes.to(torch.int32), torch.where(mean_abs > 0, mean_abs, 1.0)
     qmax = 2 ** (bits - 1) - 1
-    scale = flat.abs().amax(dim=1) / qmax
+    scale = fp16_grid(flat.abs().amax(dim=1) / qmax)
     scale = torch.where(scale > 0, scale, 1.0)
     codes = torch.clamp(torch.round(w / _channel_view(scale, w)), -qmax, qmax)
     return codes.to(torch.int32), scale
@@ -117,6 +130,13 @@ class WeightFakeQuant(nn.Module):
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}"
+
+
+class BiasFakeFp16(nn.Module):
+    """Parametrization of a quantized layer's bias: fp16 values, straight-through gradient."""
+
+    def forward(self, b: Tensor) -> Tensor:
+        return _straight_through(b, fp16_grid(b.detach()))
 
 
 class ActFakeQuant(nn.Module):
@@ -195,7 +215,8 @@ def quantize_(
     """Fake-quantize weights (and optionally inputs) of the named layers, in place.
 
     Call after ``prune_`` so the mask parametrization comes first and the scales are computed
-    from the masked weights. 32 bits (or ``None`` for activations) registers nothing.
+    from the masked weights. 32 bits (or ``None`` for activations) registers nothing; any
+    other width also rounds the layer's bias to float16 values (``BiasFakeFp16``).
     """
     for name, b in bits.items():
         field = f"bits/{name}"
@@ -205,6 +226,8 @@ def quantize_(
             raise ConfigError(field, "layer is already quantized; quantize once")
         if b != FLOAT_BITS:
             parametrize.register_parametrization(layer, "weight", WeightFakeQuant(b))
+            if isinstance(getattr(layer, "bias", None), Tensor):
+                parametrize.register_parametrization(layer, "bias", BiasFakeFp16())
     for name, ab in (act_bits or {}).items():
         field = f"act_bits/{name}"
         layer = compressible_layer(model, name, field)

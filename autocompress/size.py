@@ -18,8 +18,9 @@ zeros to the pruned ones) and ``vb = b`` bits per stored value (b-bit codes, fp1
   Ties go to dense, then bitmap, then the smallest ``g``. At 1 bit the values are ``{-s, +s}``
   and cannot store a zero, so an encoding that would store one (dense with ``k < n``, delta
   with fillers) is not a candidate there.
-- **scales**: 32 bits (one float) per output channel (dim 0) when ``b`` is 1..15, else 0.
-- **bias**: 32 bits per element, if the layer has a bias.
+- **scales**: 16 bits (one float16) per output channel (dim 0) when ``b`` is 1..15, else 0.
+- **bias**: 16 bits (float16) per element when ``b`` is not 32 (``quantize_`` rounds a
+  quantized layer's bias to float16 values), else 32; 0 if the layer has no bias.
 - **activation**: 32 bits (one float scale) if the layer has an integer ``input_quant``
   ``ActFakeQuant``; 0 without one or for fp16 activations, which need no scale.
 - **header**: a fixed 64 bits per layer (bit widths, encoding kind and ``g``, signed flag,
@@ -55,6 +56,7 @@ from autocompress.quantize import (
 )
 
 FLOAT_FIELD_BITS = 32
+FP16_FIELD_BITS = 16
 HEADER_BITS = 64
 MAX_DELTA_BITS = 16
 
@@ -105,6 +107,12 @@ class ModelSize:
     @property
     def total_bytes(self) -> int:
         return (self.total_bits + 7) // 8
+
+
+def layer_float_bits(bits: int) -> int:
+    """Width of a layer's bias (and, at 1..15 bits, scale) fields: float16 unless the layer is
+    left in float32."""
+    return FLOAT_FIELD_BITS if bits == FLOAT_BITS else FP16_FIELD_BITS
 
 
 def cheapest_encoding(nonzero: np.ndarray, bits: int) -> tuple[str, int, int]:
@@ -210,8 +218,8 @@ def model_size(model: nn.Module, bits: Mapping[str, int]) -> ModelSize:
                 value_bits=value_bits,
                 index_kind=kind,
                 index_bits=index_bits,
-                scale_bits=FLOAT_FIELD_BITS * weight.shape[0] if b in INT_BITS else 0,
-                bias_bits=FLOAT_FIELD_BITS * _bias_numel(layer),
+                scale_bits=FP16_FIELD_BITS * weight.shape[0] if b in INT_BITS else 0,
+                bias_bits=layer_float_bits(b) * _bias_numel(layer),
                 act_bits=FLOAT_FIELD_BITS if has_act_scale else 0,
                 header_bits=HEADER_BITS,
             )

@@ -17,6 +17,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
+from torch.nn.utils import parametrize
 
 from autocompress import artifact
 from autocompress.artifact import ArtifactError, ModelSpec, inspect, load_model, pack, unpack
@@ -28,6 +29,7 @@ from autocompress.quantize import ActFakeQuant
 from autocompress.size import model_size
 
 MNIST_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+DATA = Path(__file__).resolve().parent / "data"
 LENET = ModelSpec("lenet5", (1, 28, 28), 10)
 LENET_PLAN = CompressionPlan(
     layers={
@@ -170,7 +172,7 @@ def test_every_width_round_trips(net_spec: ModelSpec, bits: int, prune: float) -
 def test_unpack_gives_codes_scales_plan_and_spec(lenet: tuple[nn.Module, bytes]) -> None:
     student, data = lenet
     unpacked = unpack(data)
-    assert (unpacked.format_version, unpacked.codec) == (1, "lzma")
+    assert (unpacked.format_version, unpacked.codec) == (2, "lzma")
     assert unpacked.spec == LENET
     assert unpacked.plan == LENET_PLAN
     fc1 = unpacked.layers["fc1"]
@@ -303,7 +305,44 @@ def test_packing_lenet5_is_fast(lenet: tuple[nn.Module, bytes]) -> None:
     assert best_of_3(lambda: unpack(data)) < 0.5
 
 
+def test_quantized_layers_store_scales_and_bias_in_float16(net_spec: ModelSpec) -> None:
+    student = _student(net_spec, NET_PLAN)
+    header, _ = _header_and_body(pack(student, NET_PLAN, net_spec, codec="none"))
+    widths = {}
+    for entry in header["layers"]:
+        channels = entry["shape"][0]
+        fields = [entry[k][1] / channels for k in ("scale", "bias") if entry[k] is not None]
+        widths[entry["name"]] = fields
+    # 1..15 bits: scale and bias 2 bytes each; fp16 weights: bias 2; float32 layer: bias 4
+    assert widths == {
+        "stem": [2, 2], "grouped": [2], "depthwise": [2], "mix": [4],
+        "head.0": [2, 2], "head.2": [2, 2],
+    }  # fmt: skip
+
+
+def test_format_version_1_files_still_load() -> None:
+    """A file written by autocompress's format 1 (float32 scales and biases), kept in tests/data
+    with the outputs its model gave when it was written."""
+    data = (DATA / "format_v1_mlp.acz").read_bytes()
+    assert unpack(data).format_version == 1
+    torch.manual_seed(1)
+    x = torch.randn(4, 64)
+    expected = torch.tensor(json.loads((DATA / "format_v1_mlp.json").read_text())["outputs"])
+    with torch.no_grad():
+        assert torch.equal(load_model(data)(x), expected)
+    assert [i.bits for i in inspect(data)] == [4, 1, 16]
+
+
 # --- bad packs ------------------------------------------------------------------------------
+
+
+def test_pack_refuses_a_bias_that_is_not_float16_values() -> None:
+    broken = _student(LENET, LENET_PLAN, steps=0)  # not a deep copy: it would share a class
+    parametrize.remove_parametrizations(broken.fc2, "bias", leave_parametrized=True)
+    with torch.no_grad():
+        broken.fc2.bias.add_(1e-4)  # float16 has no value that close to these
+    with pytest.raises(ArtifactError, match=r"^cannot pack layer fc2: its bias are not float16"):
+        pack(broken, LENET_PLAN, LENET)
 
 
 def test_pack_refuses_a_plan_that_does_not_describe_the_model(
@@ -328,7 +367,8 @@ def test_pack_refuses_a_plan_that_does_not_describe_the_model(
 
 def _seal(payload: bytes) -> bytes:
     """An uncompressed file around ``payload``, built from the documented layout."""
-    return struct.pack("<4sHBQI", b"\x89ACZ", 1, 0, len(payload), zlib.crc32(payload)) + payload
+    prefix = struct.pack("<4sHBQI", b"\x89ACZ", artifact.FORMAT_VERSION, 0, len(payload), 0)
+    return prefix[:-4] + struct.pack("<I", zlib.crc32(payload)) + payload
 
 
 def _with_header(header: Any, body: bytes) -> bytes:
@@ -369,7 +409,7 @@ def test_prefix_problems(lenet: tuple[nn.Module, bytes]) -> None:
     _, data = lenet
     _raises(data[:10], "file is truncated: 10 bytes, shorter than the 19-byte prefix")
     _raises(b"PK\x03\x04" + data[4:], "not an autocompress file: magic bytes")
-    _raises(data[:4] + struct.pack("<H", 2) + data[6:], "unsupported format version 2; .* 1")
+    _raises(data[:4] + struct.pack("<H", 3) + data[6:], r"unsupported format version 3; .* 1, 2$")
     _raises(data[:6] + b"\x07" + data[7:], "unknown codec id 7")
     huge = data[:7] + struct.pack("<Q", 2**64 - 1) + data[15:]
     _raises(huge, "file is corrupt: a 18446744073709551615-byte payload is beyond any model")
@@ -442,7 +482,7 @@ def test_inconsistent_headers(plain: tuple[dict[str, Any], bytes], change: Any, 
             2,
             "shape",
             [501, 800],
-            r"layer fc1 scale: the table says 2000 bytes at offset \d+, its shape needs 2004",
+            r"layer fc1 scale: the table says 1000 bytes at offset \d+, its shape needs 1002",
         ),
         (3, "shape", [11, 500], "layer fc2: dense encoding stores all 5500 values, not 5000"),
         (

@@ -82,21 +82,54 @@ def test_check_bits_rejects(bits: int) -> None:
 
 def test_rounding_matches_hand_computation() -> None:
     w = torch.tensor([[0.9, 0.2, -0.6, 0.0], [-0.1, 0.05, 0.0, 0.04]])
+    # Scales are float16 values: f16(0.9) = 0.89990234, f16(0.1) = 0.099975586, ...
     # b=2: qmax=1. Row 0: scale 0.9/1; w/scale = [1, 0.22, -0.67, 0] -> [1, 0, -1, 0].
-    # Row 1: scale 0.1; w/scale = [-1, 0.5, 0, 0.4] -> [-1, 0 (half to even), 0, 0].
+    # Row 1: scale 0.1; w/scale = [-1, 0.5, 0, 0.4] -> [-1, 1 (0.05 / 0.099976 > 0.5), 0, 0].
     q, scale = quantize_weight(w, 2)
     assert scale is not None
-    torch.testing.assert_close(scale, torch.tensor([0.9, 0.1]))
-    assert torch.equal(integer_codes(w, 2)[0], torch.tensor([[1, 0, -1, 0], [-1, 0, 0, 0]]))
-    torch.testing.assert_close(q, torch.tensor([[0.9, 0.0, -0.9, 0.0], [-0.1, 0.0, 0.0, 0.0]]))
+    torch.testing.assert_close(scale, f16(0.9, 0.1), rtol=0, atol=0)
+    assert torch.equal(integer_codes(w, 2)[0], torch.tensor([[1, 0, -1, 0], [-1, 1, 0, 0]]))
+    expected = torch.tensor([[1.0, 0, -1, 0], [-1, 1, 0, 0]]) * f16(0.9, 0.1)[:, None]
+    assert torch.equal(q, expected)
     # b=3: qmax=3. Row 0: scale 0.3; w/scale = [3, 0.67, -2, 0] -> [3, 1, -2, 0].
     # Row 1: scale 0.1/3; w/scale = [-3, 1.5, 0, 1.2] -> [-3, 2, 0, 1].
     codes, scale = integer_codes(w, 3)
     assert torch.equal(codes, torch.tensor([[3, 1, -2, 0], [-3, 2, 0, 1]]))
-    torch.testing.assert_close(scale, torch.tensor([0.3, 0.1 / 3]))
+    torch.testing.assert_close(scale, f16(0.3, 0.1 / 3), rtol=0, atol=0)
     torch.testing.assert_close(
-        quantize_weight(w, 3)[0], torch.tensor([[0.9, 0.3, -0.6, 0.0], [-0.1, 0.2 / 3, 0, 0.1 / 3]])
+        quantize_weight(w, 3)[0],
+        torch.tensor([[0.9, 0.3, -0.6, 0.0], [-0.1, 0.2 / 3, 0, 0.1 / 3]]),
+        rtol=1e-3,
+        atol=0,
     )
+
+
+def f16(*values: float) -> torch.Tensor:
+    """float32 tensor of the nearest float16 values."""
+    return torch.tensor(values).half().float()
+
+
+def test_scales_and_quantized_biases_are_float16_values() -> None:
+    torch.manual_seed(0)
+    layer = nn.Linear(30, 20)
+    with torch.no_grad():
+        layer.weight[0] = 0.0  # an all-zero channel: scale 1, codes 0
+        layer.weight[1] = 1e-9  # its scale underflows float16: same
+        layer.bias[2] = 1e6  # beyond float16: saturates at its largest value
+    for bits in (1, 2, 5, 15):
+        codes, scale = integer_codes(layer.weight, bits)
+        assert torch.equal(scale.half().float(), scale)
+        assert scale[0] == 1 and scale[1] == 1 and not codes[:2].any()
+    model = nn.Sequential(layer, nn.ReLU(), nn.Linear(20, 3))
+    quantize_(model, {"0": 4, "2": 32})
+    bias = model[0].bias
+    assert torch.equal(bias.half().float(), bias)
+    assert bias[2] == torch.finfo(torch.float16).max
+    assert (bias - model[0].parametrizations.bias.original).abs().max() > 0  # it did round
+    assert not parametrize.is_parametrized(model[2], "bias")  # a float layer keeps its bias
+    model(torch.randn(4, 30)).sum().backward()  # straight through: the float bias learns
+    grad = model[0].parametrizations.bias.original.grad
+    assert grad is not None and grad.abs().sum() > 0
 
 
 @settings(max_examples=150, deadline=None)
@@ -142,7 +175,7 @@ def test_per_channel_scales_and_all_zero_channel() -> None:
     w = torch.tensor([[1.0, -0.5], [0.0, 0.0], [0.01, 0.02]])
     q, scale = quantize_weight(w, 4)
     assert scale is not None
-    torch.testing.assert_close(scale, torch.tensor([1 / 7, 1.0, 0.02 / 7]))
+    assert torch.equal(scale, f16(1 / 7, 1.0, 0.02 / 7))
     assert torch.equal(q[1], torch.zeros(2))
     assert torch.equal(q[2, 1], w[2, 1].new_tensor(7) * scale[2])
 
