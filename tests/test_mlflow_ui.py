@@ -249,7 +249,7 @@ def test_one_nested_run_per_complete_trial(
         assert run.status == "FINISHED"
         assert run.tags["state"] == "COMPLETE"
         assert run.tags["pareto"] == str(trial.number in front).lower()
-        assert {"bits/fc1", "prune/fc1"} <= set(run.params)
+        assert {"bits/fc1", "keep/fc1"} <= set(run.params)
         assert set(run.metrics) >= TRIAL_METRICS, TRIAL_METRICS - set(run.metrics)
         assert TRIAL_NAME.fullmatch(run.name), run.name
         ratio, accuracy = run.metrics["compression_ratio"], run.metrics["accuracy"]
