@@ -42,6 +42,18 @@ class FinetunePlan:
     prune_schedule: str = "oneshot"
 
 
+def pruned_percent(ratio: float) -> str:
+    """``92%``; above 99% with as many decimals as tell it from 100% (``99.7%``, ``99.96%``):
+    the smallest models differ there, where a tenth of a point is a large share of the kept."""
+    if ratio <= 0.99 or ratio >= 1.0:
+        return f"{ratio:.0%}"
+    for digits in (1, 2, 3):
+        text = f"{ratio:.{digits}%}"
+        if float(text[:-1]) < 100:
+            return text
+    return f"{ratio:.4%}"
+
+
 @dataclass(frozen=True)
 class CompressionPlan:
     layers: dict[str, LayerPlan]
@@ -78,7 +90,7 @@ class CompressionPlan:
             bits = "fp32" if layer.bits == FLOAT_BITS else f"{layer.bits}b"
             kind = "c" if layer.prune_kind == "structured" else ""
             act = "" if layer.act_bits == FLOAT_BITS else f" a{layer.act_bits}"
-            parts.append(f"{name} {bits}/{kind}{layer.prune:.0%}{act}")
+            parts.append(f"{name} {bits}/{kind}{pruned_percent(layer.prune)}{act}")
         return " ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:

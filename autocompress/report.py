@@ -31,7 +31,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autocompress import pareto
 from autocompress.errors import AutocompressError, ConfigError
-from autocompress.plan import FLOAT_BITS
+from autocompress.plan import FLOAT_BITS, pruned_percent
 
 # Plot area of the front's SVG, in SVG user units (the SVG scales to the page's width).
 _WIDTH, _HEIGHT = 760, 430
@@ -63,7 +63,9 @@ def _layer_lines(plan: dict[str, Any]) -> list[str]:
     lines = []
     for name, layer in plan.get("layers", {}).items():
         act = "" if layer["act_bits"] == FLOAT_BITS else f", inputs {layer['act_bits']} bits"
-        lines.append(f"{name}: {_bits(layer['bits'])}, {layer['prune']:.0%} pruned{act}")
+        lines.append(
+            f"{name}: {_bits(layer['bits'])}, {pruned_percent(layer['prune'])} pruned{act}"
+        )
     return lines
 
 

@@ -18,6 +18,7 @@ from optuna.distributions import IntDistribution
 from autocompress import pareto, report
 from autocompress.config import build_config
 from autocompress.errors import ConfigError
+from autocompress.plan import pruned_percent
 from autocompress.study import run_search
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -109,7 +110,8 @@ def assert_heatmap_shape(data: bytes, points: list[pareto.ParetoPoint]) -> None:
     """One strip per front member: the image's size is the figure's for that many rows."""
     layers = {name for p in points for name in p.plan["layers"]}
     width, height = report._heatmap_figsize(len(points), len(layers))
-    assert png_size(data) == (round(width * 120), round(height * 120))
+    got = png_size(data)  # matplotlib may truncate a fractional pixel where round() rounds up
+    assert abs(got[0] - width * 120) < 1 and abs(got[1] - height * 120) < 1, got
 
 
 def test_front_html_shows_every_trial_with_the_front_highlighted(study: optuna.Study) -> None:
@@ -128,7 +130,7 @@ def test_front_html_shows_every_trial_with_the_front_highlighted(study: optuna.S
         assert f"compression ratio {p.ratio:.1f}x" in tip
         assert f"val accuracy {p.val_accuracy:.2%}" in tip
         for name, layer in p.plan["layers"].items():
-            assert f"{name}: {layer['bits']}b, {layer['prune']:.0%} pruned" in tip
+            assert f"{name}: {layer['bits']}b, {pruned_percent(layer['prune'])} pruned" in tip
     baseline = document.attrs("polygon")[0]
     assert str(baseline["data-tip"]).startswith("float32 baseline")
     assert len(document.attrs("path")) == 1  # the staircase
