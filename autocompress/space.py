@@ -141,6 +141,12 @@ def _check_positive(value: Value, name: str) -> None:
         raise ConfigError(name, f"must be positive, got {value}")
 
 
+def _complement(fraction: float) -> float:
+    """``1 - fraction`` (prune from keep, and back), rounded to 12 decimals so that
+    plan -> params -> plan gives the same plan."""
+    return round(1.0 - fraction, 12)
+
+
 def _check_keep(value: Value, name: str) -> None:
     if not 0.0 < float(value) <= 1.0:
         raise ConfigError(name, f"kept fraction must be in (0, 1], got {value}")
@@ -204,7 +210,7 @@ class Unit:
     def max_prune(self) -> float:
         """The largest prune ratio a trial can give this unit."""
         if self.prunes_by_keep:
-            return 1.0 - min(float(v) for v in self.dims["keep"].values())
+            return _complement(min(float(v) for v in self.dims["keep"].values()))
         return max(float(v) for v in self.dims["prune"].values())
 
 
@@ -244,8 +250,8 @@ class SearchSpace:
         for unit in self.units:
             settings = {k: get(f"{k}/{unit.name}", d) for k, d in unit.dims.items()}
             prune = float(settings["prune"])
-            if unit.prunes_by_keep:  # rounded so that plan -> params -> plan is exact
-                prune = round(1.0 - float(settings["keep"]), 12)
+            if unit.prunes_by_keep:
+                prune = _complement(float(settings["keep"]))
             for layer in unit.layers:
                 layers[layer] = LayerPlan(
                     bits=int(settings["bits"]),
@@ -302,7 +308,7 @@ class SearchSpace:
             layer = plan.layers[unit.layers[0]]
             for key, dim in unit.dims.items():
                 if dim.searched:
-                    value = round(1.0 - layer.prune, 12) if key == "keep" else getattr(layer, key)
+                    value = _complement(layer.prune) if key == "keep" else getattr(layer, key)
                     params[f"{key}/{unit.name}"] = value
         if self.distill["enabled"].searched:
             params["distill/enabled"] = plan.distill.enabled
