@@ -108,6 +108,13 @@ def csv_list(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
+def short_method(method: str) -> str:
+    """``tpe+warm@experiments/spaces/log_keep.yaml`` -> ``tpe+warm@log_keep``: a space's path
+    shown by its file's stem, in tables and directory names."""
+    searcher, at, space = method.partition("@")
+    return searcher + at + Path(space).stem
+
+
 def recipes_for(model: str) -> dict[str, Path]:
     """The hand recipes that exist for this model: uniform8 for all, Deep Compression's own."""
     found = {"uniform8": RECIPES / "uniform8.yaml"}
@@ -243,8 +250,8 @@ def run_one(
     recipe = method.removeprefix("recipe:") if method.startswith("recipe:") else None
     searcher, _, space = method.partition("@")
     sampler, _, warm = searcher.partition("+")
-    slug = "-".join([baseline.model, recipe or searcher.replace("+", "-")])
-    slug += f"-{Path(space).stem}-s{seed}" if space else f"-s{seed}"
+    name = recipe or short_method(method).replace("+", "-").replace("@", "-")
+    slug = f"{baseline.model}-{name}-s{seed}"
     out = out_root / baseline.model / slug
     keys: dict[str, Any] = {
         "model": baseline.model,
@@ -317,11 +324,8 @@ def table(baseline: Baseline, runs: list[RunResult], methods: list[str], recipes
         if not mine:
             continue
         recipe = method.startswith("recipe:")
-        searcher, at, space = method.partition("@")  # a space's path shown by its file's stem
         cells = [
-            method.removeprefix("recipe:") + " (recipe)"
-            if recipe
-            else searcher + at + Path(space).stem,
+            method.removeprefix("recipe:") + " (recipe)" if recipe else short_method(method),
             str(len(mine)),
             summarize([float(r.trials) for r in mine], ".0f"),
         ]
