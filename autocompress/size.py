@@ -18,7 +18,9 @@ zeros to the pruned ones) and ``vb = b`` bits per stored value (b-bit codes, fp1
   Ties go to dense, then bitmap, then the smallest ``g``. At 1 bit the values are ``{-s, +s}``
   and cannot store a zero, so an encoding that would store one (dense with ``k < n``, delta
   with fillers) is not a candidate there.
-- **scales**: 16 bits (one float16) per output channel (dim 0) when ``b`` is 1..15, else 0.
+- **scales**: 16 bits (one float16) per *live* output channel (dim 0: one with a nonzero in
+  the quantized weight) when ``b`` is 1..15, else 0. An empty channel's weights are all zero
+  whatever its scale, so the file stores none for it.
 - **bias**: 16 bits (float16) per element when ``b`` is not 32 (``quantize_`` rounds a
   quantized layer's bias to float16 values), else 32; 0 if the layer has no bias.
 - **activation**: 32 bits (one float scale) if the layer has an integer ``input_quant``
@@ -152,6 +154,11 @@ def _weight(layer: nn.Module) -> Tensor:
     return weight.detach()
 
 
+def _live_channels(weight: Tensor) -> int:
+    """Output channels (dim 0) holding a nonzero weight."""
+    return int(weight.reshape(weight.shape[0], -1).ne(0).any(dim=1).sum())
+
+
 def _bias_numel(layer: nn.Module) -> int:
     bias = getattr(layer, "bias", None)
     return bias.numel() if isinstance(bias, Tensor) else 0
@@ -218,7 +225,7 @@ def model_size(model: nn.Module, bits: Mapping[str, int]) -> ModelSize:
                 value_bits=value_bits,
                 index_kind=kind,
                 index_bits=index_bits,
-                scale_bits=FP16_FIELD_BITS * weight.shape[0] if b in INT_BITS else 0,
+                scale_bits=FP16_FIELD_BITS * _live_channels(quantized) if b in INT_BITS else 0,
                 bias_bits=layer_float_bits(b) * _bias_numel(layer),
                 act_bits=FLOAT_FIELD_BITS if has_act_scale else 0,
                 header_bits=HEADER_BITS,

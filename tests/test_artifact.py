@@ -172,7 +172,7 @@ def test_every_width_round_trips(net_spec: ModelSpec, bits: int, prune: float) -
 def test_unpack_gives_codes_scales_plan_and_spec(lenet: tuple[nn.Module, bytes]) -> None:
     student, data = lenet
     unpacked = unpack(data)
-    assert (unpacked.format_version, unpacked.codec) == (2, "lzma")
+    assert (unpacked.format_version, unpacked.codec) == (3, "lzma")
     assert unpacked.spec == LENET
     assert unpacked.plan == LENET_PLAN
     fc1 = unpacked.layers["fc1"]
@@ -307,30 +307,61 @@ def test_packing_lenet5_is_fast(lenet: tuple[nn.Module, bytes]) -> None:
 
 def test_quantized_layers_store_scales_and_bias_in_float16(net_spec: ModelSpec) -> None:
     student = _student(net_spec, NET_PLAN)
-    header, _ = _header_and_body(pack(student, NET_PLAN, net_spec, codec="none"))
+    data = pack(student, NET_PLAN, net_spec, codec="none")
+    header, _ = _header_and_body(data)
+    layers = unpack(data).layers
     widths = {}
     for entry in header["layers"]:
-        channels = entry["shape"][0]
-        fields = [entry[k][1] / channels for k in ("scale", "bias") if entry[k] is not None]
-        widths[entry["name"]] = fields
-    # 1..15 bits: scale and bias 2 bytes each; fp16 weights: bias 2; float32 layer: bias 4
+        codes = layers[entry["name"]].codes
+        live = entry["shape"][0] if codes is None else int(codes.flatten(1).ne(0).any(1).sum())
+        bias = entry["bias"] and entry["bias"][1] / entry["shape"][0]
+        scale = entry["scale"] and entry["scale"][1] / live
+        widths[entry["name"]] = [w for w in (scale, bias) if w is not None]
+    # 1..15 bits: scale (per live channel) and bias 2 bytes each; fp16 weights: bias 2; float32
+    # layer: bias 4
     assert widths == {
         "stem": [2, 2], "grouped": [2], "depthwise": [2], "mix": [4],
         "head.0": [2, 2], "head.2": [2, 2],
     }  # fmt: skip
 
 
-def test_format_version_1_files_still_load() -> None:
-    """A file written by autocompress's format 1 (float32 scales and biases), kept in tests/data
-    with the outputs its model gave when it was written."""
-    data = (DATA / "format_v1_mlp.acz").read_bytes()
-    assert unpack(data).format_version == 1
+@pytest.mark.parametrize(
+    ("version", "bits"),
+    [
+        (1, [4, 1, 16]),  # float32 scales and biases
+        (2, [2, 5, 3]),  # float16, and a scale for every channel: fc1 has 135 empty ones
+    ],
+)
+def test_older_format_files_still_load(version: int, bits: list[int]) -> None:
+    """Files written by earlier formats, kept in tests/data with the outputs their models gave
+    when they were written."""
+    data = (DATA / f"format_v{version}_mlp.acz").read_bytes()
+    assert unpack(data).format_version == version
     torch.manual_seed(1)
     x = torch.randn(4, 64)
-    expected = torch.tensor(json.loads((DATA / "format_v1_mlp.json").read_text())["outputs"])
+    recorded = json.loads((DATA / f"format_v{version}_mlp.json").read_text())["outputs"]
     with torch.no_grad():
-        assert torch.equal(load_model(data)(x), expected)
-    assert [i.bits for i in inspect(data)] == [4, 1, 16]
+        assert torch.equal(load_model(data)(x), torch.tensor(recorded))
+    assert [i.bits for i in inspect(data)] == bits
+
+
+def test_only_live_channels_have_a_scale_in_the_file() -> None:
+    """A channel whose codes are all zero multiplies nothing, so format 3 stores no scale for
+    it (the reader gives it 0) and the file is 2 bytes per such channel smaller."""
+    spec = ModelSpec("mlp", (64,), 10)
+    plan = CompressionPlan(layers={"fc1": LayerPlan(bits=2, prune=0.99)})
+    student = _student(spec, plan)
+    codes = unpack(pack(student, plan, spec, codec="none")).layers["fc1"].codes
+    assert codes is not None
+    live = codes.reshape(256, -1).ne(0).any(dim=1)
+    assert 0 < int(live.sum()) < 256
+    header, _ = _header_and_body(pack(student, plan, spec, codec="none"))
+    (fc1,) = [entry for entry in header["layers"] if entry["name"] == "fc1"]
+    assert fc1["scale"][1] == 2 * int(live.sum())
+    fc1_data = unpack(pack(student, plan, spec)).layers["fc1"]
+    assert fc1_data.scale is not None
+    assert torch.all(fc1_data.scale[~live] == 0) and torch.all(fc1_data.scale[live] > 0)
+    _assert_same_outputs(student, load_model(pack(student, plan, spec)), spec)
 
 
 # --- bad packs ------------------------------------------------------------------------------
@@ -409,7 +440,8 @@ def test_prefix_problems(lenet: tuple[nn.Module, bytes]) -> None:
     _, data = lenet
     _raises(data[:10], "file is truncated: 10 bytes, shorter than the 19-byte prefix")
     _raises(b"PK\x03\x04" + data[4:], "not an autocompress file: magic bytes")
-    _raises(data[:4] + struct.pack("<H", 3) + data[6:], r"unsupported format version 3; .* 1, 2$")
+    future = data[:4] + struct.pack("<H", 4) + data[6:]
+    _raises(future, r"unsupported format version 4; .* 1, 2, 3$")
     _raises(data[:6] + b"\x07" + data[7:], "unknown codec id 7")
     huge = data[:7] + struct.pack("<Q", 2**64 - 1) + data[15:]
     _raises(huge, "file is corrupt: a 18446744073709551615-byte payload is beyond any model")
@@ -455,7 +487,7 @@ def _tampered(plain: tuple[dict[str, Any], bytes], change: Any) -> bytes:
     ("change", "match"),
     [
         (lambda h: h.pop("layers"), "header has no 'layers'"),
-        (lambda h: h.update(format_version=3), "format_version 3 differs"),
+        (lambda h: h.update(format_version=2), "format_version 2 differs"),
         (lambda h: h["model"].update(num_classes="ten"), "'num_classes' must be a int"),
         (lambda h: h["plan"].update(layers=[1]), "header: plan: not a compression plan"),
         (lambda h: h["layers"][0].update(bits=9.5), "layer conv1 'bits' must be a int"),
@@ -482,7 +514,7 @@ def test_inconsistent_headers(plain: tuple[dict[str, Any], bytes], change: Any, 
             2,
             "shape",
             [501, 800],
-            r"layer fc1 scale: the table says 1000 bytes at offset \d+, its shape needs 1002",
+            r"layer fc1 bias: the table says 1000 bytes at offset \d+, its shape needs 1002",
         ),
         (3, "shape", [11, 500], "layer fc2: dense encoding stores all 5500 values, not 5000"),
         (

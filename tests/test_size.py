@@ -52,15 +52,15 @@ def test_hand_computed_linear() -> None:
     # g=3 (max gap 7): 1+1+3 = 5 entries -> 35; g=4 (15): 1+1+2 = 4 -> 32; g=5 (31): 3 -> 27;
     # g=6: 3 -> 30. Cheapest: delta5, 3*5 = 15 index bits and 3*4 = 12 value bits.
     assert (layer.index_kind, layer.index_bits, layer.value_bits) == ("delta5", 15, 12)
-    assert layer.scale_bits == 3 * 16  # one float16 scale per output channel
+    assert layer.scale_bits == 2 * 16  # one float16 scale per live channel: row 1 has none
     assert layer.bias_bits == 3 * 16  # a quantized layer's bias is float16 too
     assert layer.act_bits == 32  # one float32 activation scale
     assert layer.header_bits == 64
-    assert layer.total_bits == 15 + 12 + 48 + 48 + 32 + 64  # 219
+    assert layer.total_bits == 15 + 12 + 32 + 48 + 32 + 64  # 203
     # BatchNorm1d(3): weight, bias, running_mean, running_var (not num_batches_tracked)
     assert size.other_bits == 4 * 3 * 32  # 384
-    assert size.total_bits == 219 + 384  # 603
-    assert size.total_bytes == 76  # ceil(603 / 8)
+    assert size.total_bits == 203 + 384  # 587
+    assert size.total_bytes == 74  # ceil(587 / 8)
 
 
 @pytest.mark.parametrize(
@@ -177,7 +177,8 @@ def test_compressed_model_counts_nothing_twice() -> None:
     assert by_name["conv"].nonzero <= 8 * 3 * 3 * 3 - round(0.5 * 216)
     assert by_name["fc"].nonzero == 24 - 18
     assert (by_name["seq"].scale_bits, by_name["seq"].act_bits) == (0, 32)
-    assert by_name["fc"].scale_bits == 4 * 16
+    live_rows = int(model.fc.weight.ne(0).any(dim=1).sum())  # 1 bit: the kept weights
+    assert by_name["fc"].scale_bits == live_rows * 16  # one float16 per live channel
     assert by_name["fc"].bias_bits == 4 * 16
     assert by_name["depthwise"].bias_bits == 0
     assert size.total_bytes == math.ceil(size.total_bits / 8)
