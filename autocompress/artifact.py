@@ -215,6 +215,7 @@ def _pack_layer(
     else:
         flat = weight.reshape(-1).cpu().numpy()
     nonzero = flat != 0
+    live = torch.from_numpy(_live_channels(nonzero, weight.shape[0]))
     encoding = cheapest_encoding(nonzero, bits)[0]
     slots, index = bitpack.encode_slots(nonzero, encoding)
     entry: dict[str, Any] = {
@@ -226,13 +227,22 @@ def _pack_layer(
         "stored": int(slots.size),
         "values": add(_encode_values(flat[slots], bits)),
         "index": add(index),
-        "scale": None if scale is None else add(_live_scale_bytes(codes, scale, bits, name)),
+        "scale": None
+        if scale is None
+        else add(_float_field_bytes(scale[live], bits, name, "scales")),
         "bias": None,
+        "bias_channels": None,
         "act": None,
     }
     bias = getattr(layer, "bias", None)
     if isinstance(bias, Tensor):
-        entry["bias"] = add(_float_field_bytes(_float32(bias, name, "bias"), bits, name, "bias"))
+        value = _float32(bias, name, "bias")
+        # prune_ zeroes the bias of channels it empties (DeadChannelBias); any other model
+        # keeps every bias
+        subset = "all" if bool(value[~live].any()) else "live"
+        stored_bias = value[live] if subset == "live" else value
+        entry["bias"] = add(_float_field_bytes(stored_bias, bits, name, "bias"))
+        entry["bias_channels"] = subset
     if isinstance(act, ActFakeQuant):
         entry["act"] = {
             "bits": act.bits,
@@ -277,15 +287,13 @@ def _encode_values(values: np.ndarray, bits: int) -> bytes:
     return bitpack.pack_bits(values + (2 ** (bits - 1) - 1), bits)
 
 
-def _live_channels(codes: Tensor) -> Tensor:
-    """Output channels with at least one nonzero code: the only ones whose scale matters."""
-    return codes.reshape(codes.shape[0], -1).ne(0).any(dim=1)
-
-
-def _live_scale_bytes(codes: Tensor, scale: Tensor, bits: int, name: str) -> bytes:
-    """The scales of the live channels only: at 99% sparsity most of a wide layer's rows are
-    empty (LeNet-5's fc1 at 0.07% kept: 350 of 500), and their scales multiply nothing."""
-    return _float_field_bytes(scale[_live_channels(codes)], bits, name, "scales")
+def _live_channels(nonzero: np.ndarray, channels: int) -> np.ndarray:
+    """Output channels (dim 0) with a nonzero stored value: the only ones whose scale matters,
+    and, when the others' biases are zero, the only ones whose bias the file stores. At 99%
+    sparsity most rows of a wide layer are empty (LeNet-5's fc1 at 0.07% kept: 350 of 500)."""
+    if nonzero.size == 0:
+        return np.zeros(channels, dtype=bool)
+    return np.asarray(nonzero.reshape(channels, -1).any(axis=1))
 
 
 def _float32(tensor: Any, name: str, what: str) -> Tensor:
@@ -605,16 +613,14 @@ def _decode_layer(entry: Any, body: bytes, where: str, version: int) -> LayerDat
         raise ArtifactError(f"{where}: {exc}") from None
     flat = np.zeros(numel, dtype=decoded.dtype)
     flat[slots] = decoded
+    everyone = torch.ones(channels, dtype=torch.bool)
+    live = torch.from_numpy(_live_channels(flat != 0, channels)) if version >= 3 else everyone
     encoded_bytes = len(index) + len(values)
     codes = scale = None
     float_bytes = 4 if version == 1 else layer_float_bits(bits) // 8
     if bits in INT_BITS:
         codes = torch.from_numpy(flat).reshape(shape)
-        live = _live_channels(codes) if version >= 3 else torch.ones(channels, dtype=torch.bool)
-        count = int(live.sum())
-        raw = _blob(entry, "scale", where, body, float_bytes * count)
-        scale = torch.zeros(channels)
-        scale[live] = _float_tensor(raw, (count,), float_bytes)
+        raw, scale = _channel_field(entry, "scale", where, body, float_bytes, live)
         encoded_bytes += len(raw)
         weight = _dequantize(codes, scale)
     else:
@@ -626,8 +632,12 @@ def _decode_layer(entry: Any, body: bytes, where: str, version: int) -> LayerDat
         )
     bias = None
     if entry.get("bias") is not None:
-        raw = _blob(entry, "bias", where, body, float_bytes * channels)
-        bias = _float_tensor(raw, (channels,), float_bytes)
+        subset = _get(entry, "bias_channels", str, where) if version >= 3 else "all"
+        if subset not in ("live", "all"):
+            raise ArtifactError(f"{where} 'bias_channels' must be 'live' or 'all', got {subset!r}")
+        raw, bias = _channel_field(
+            entry, "bias", where, body, float_bytes, live if subset == "live" else everyone
+        )
         encoded_bytes += len(raw)
     act = _decode_act(entry, body, where)
     if act is not None and act.scale_src is not None:
@@ -642,6 +652,18 @@ def _decode_layer(entry: Any, body: bytes, where: str, version: int) -> LayerDat
         act_bits=FLOAT_BITS if act is None else act.bits,
     )
     return LayerData(info, weight, codes, scale, bias, act)
+
+
+def _channel_field(
+    entry: dict[str, Any], key: str, where: str, body: bytes, width: int, stored: Tensor
+) -> tuple[bytes, Tensor]:
+    """A per-channel float field (scale or bias) stored for the channels ``stored`` marks, and
+    the full-length tensor it gives (0 for the others): ``(raw bytes, tensor)``."""
+    count = int(stored.sum())
+    raw = _blob(entry, key, where, body, width * count)
+    full = torch.zeros(stored.numel())
+    full[stored] = _float_tensor(raw, (count,), width)
+    return raw, full
 
 
 def _decode_act(entry: dict[str, Any], body: bytes, where: str) -> ActState | None:

@@ -22,7 +22,9 @@ zeros to the pruned ones) and ``vb = b`` bits per stored value (b-bit codes, fp1
   the quantized weight) when ``b`` is 1..15, else 0. An empty channel's weights are all zero
   whatever its scale, so the file stores none for it.
 - **bias**: 16 bits (float16) per element when ``b`` is not 32 (``quantize_`` rounds a
-  quantized layer's bias to float16 values), else 32; 0 if the layer has no bias.
+  quantized layer's bias to float16 values), else 32; 0 if the layer has no bias. Only live
+  channels' elements count when every other channel's bias is zero (``prune_`` zeroes the bias
+  of a channel it empties), since the file then stores those alone.
 - **activation**: 32 bits (one float scale) if the layer has an integer ``input_quant``
   ``ActFakeQuant``; 0 without one or for fp16 activations, which need no scale.
 - **header**: a fixed 64 bits per layer (bit widths, encoding kind and ``g``, signed flag,
@@ -154,9 +156,17 @@ def _weight(layer: nn.Module) -> Tensor:
     return weight.detach()
 
 
-def _live_channels(weight: Tensor) -> int:
-    """Output channels (dim 0) holding a nonzero weight."""
-    return int(weight.reshape(weight.shape[0], -1).ne(0).any(dim=1).sum())
+def _live_channels(weight: Tensor) -> Tensor:
+    """Output channels (dim 0) holding a nonzero weight, as a boolean mask."""
+    return weight.reshape(weight.shape[0], -1).ne(0).any(dim=1)
+
+
+def _stored_bias_numel(layer: nn.Module, live: Tensor) -> int:
+    """The bias elements the file stores: the live channels' alone if the others are zero."""
+    bias = getattr(layer, "bias", None)
+    if not isinstance(bias, Tensor):
+        return 0
+    return bias.numel() if bool(bias.detach()[~live].any()) else int(live.sum())
 
 
 def _bias_numel(layer: nn.Module) -> int:
@@ -213,6 +223,7 @@ def model_size(model: nn.Module, bits: Mapping[str, int]) -> ModelSize:
         weight = _weight(layer)
         quantized = quantize_weight(weight, b)[0]
         nonzero = (quantized != 0).reshape(-1).cpu().numpy()
+        live = _live_channels(quantized)
         kind, index_bits, value_bits = cheapest_encoding(nonzero, b)
         act = getattr(layer, "input_quant", None)
         has_act_scale = isinstance(act, ActFakeQuant) and act.bits != FP16_BITS
@@ -225,8 +236,8 @@ def model_size(model: nn.Module, bits: Mapping[str, int]) -> ModelSize:
                 value_bits=value_bits,
                 index_kind=kind,
                 index_bits=index_bits,
-                scale_bits=FP16_FIELD_BITS * _live_channels(quantized) if b in INT_BITS else 0,
-                bias_bits=layer_float_bits(b) * _bias_numel(layer),
+                scale_bits=FP16_FIELD_BITS * int(live.sum()) if b in INT_BITS else 0,
+                bias_bits=layer_float_bits(b) * _stored_bias_numel(layer, live),
                 act_bits=FLOAT_FIELD_BITS if has_act_scale else 0,
                 header_bits=HEADER_BITS,
             )

@@ -312,9 +312,9 @@ def test_quantized_layers_store_scales_and_bias_in_float16(net_spec: ModelSpec) 
     layers = unpack(data).layers
     widths = {}
     for entry in header["layers"]:
-        codes = layers[entry["name"]].codes
-        live = entry["shape"][0] if codes is None else int(codes.flatten(1).ne(0).any(1).sum())
-        bias = entry["bias"] and entry["bias"][1] / entry["shape"][0]
+        live = int(layers[entry["name"]].weight.flatten(1).ne(0).any(1).sum())
+        biased = live if entry["bias_channels"] == "live" else entry["shape"][0]
+        bias = entry["bias"] and entry["bias"][1] / biased
         scale = entry["scale"] and entry["scale"][1] / live
         widths[entry["name"]] = [w for w in (scale, bias) if w is not None]
     # 1..15 bits: scale (per live channel) and bias 2 bytes each; fp16 weights: bias 2; float32
@@ -345,23 +345,48 @@ def test_older_format_files_still_load(version: int, bits: list[int]) -> None:
     assert [i.bits for i in inspect(data)] == bits
 
 
-def test_only_live_channels_have_a_scale_in_the_file() -> None:
+def test_only_live_channels_have_a_scale_and_bias_in_the_file() -> None:
     """A channel whose codes are all zero multiplies nothing, so format 3 stores no scale for
-    it (the reader gives it 0) and the file is 2 bytes per such channel smaller."""
+    it, nor its bias, which ``prune_`` zeroed; the reader gives both 0."""
     spec = ModelSpec("mlp", (64,), 10)
     plan = CompressionPlan(layers={"fc1": LayerPlan(bits=2, prune=0.99)})
     student = _student(spec, plan)
-    codes = unpack(pack(student, plan, spec, codec="none")).layers["fc1"].codes
-    assert codes is not None
-    live = codes.reshape(256, -1).ne(0).any(dim=1)
+    data = pack(student, plan, spec, codec="none")
+    fc1 = unpack(data).layers["fc1"]
+    live = fc1.weight.ne(0).any(dim=1)
     assert 0 < int(live.sum()) < 256
-    header, _ = _header_and_body(pack(student, plan, spec, codec="none"))
-    (fc1,) = [entry for entry in header["layers"] if entry["name"] == "fc1"]
-    assert fc1["scale"][1] == 2 * int(live.sum())
-    fc1_data = unpack(pack(student, plan, spec)).layers["fc1"]
-    assert fc1_data.scale is not None
-    assert torch.all(fc1_data.scale[~live] == 0) and torch.all(fc1_data.scale[live] > 0)
+    header, _ = _header_and_body(data)
+    (entry,) = [entry for entry in header["layers"] if entry["name"] == "fc1"]
+    assert entry["bias_channels"] == "live"
+    assert entry["scale"][1] == entry["bias"][1] == 2 * int(live.sum())
+    assert fc1.scale is not None and fc1.bias is not None
+    assert torch.all(fc1.scale[~live] == 0) and torch.all(fc1.scale[live] > 0)
+    assert torch.equal(fc1.bias, student.fc1.bias)
+    assert torch.all(fc1.bias[~live] == 0) and bool(fc1.bias[live].ne(0).any())
     _assert_same_outputs(student, load_model(pack(student, plan, spec)), spec)
+
+
+def test_an_empty_channel_with_a_bias_keeps_every_bias() -> None:
+    """A row that was zero before compression (not pruned by ``prune_``) keeps its bias, which
+    still feeds the next layer: then the file stores every channel's bias."""
+    spec = ModelSpec("mlp", (64,), 10)
+    plan = CompressionPlan(layers={"fc1": LayerPlan(bits=4, prune=0.0)})
+    torch.manual_seed(0)
+    teacher = build_model("mlp", (64,), 10)
+    with torch.no_grad():
+        teacher.fc1.weight[3] = 0.0
+        teacher.fc1.bias[3] = 0.5
+    student = compress(teacher, plan, torch.zeros(2, 64)).eval()
+    data = pack(student, plan, spec, codec="none")
+    header, _ = _header_and_body(data)
+    (entry,) = [entry for entry in header["layers"] if entry["name"] == "fc1"]
+    assert entry["bias_channels"] == "all" and entry["bias"][1] == 2 * 256
+    assert entry["scale"][1] == 2 * 255
+    assert float(unpack(data).layers["fc1"].bias[3]) == 0.5
+    assert len(_header_and_body(data)[1]) == model_size(student, plan.bits).total_bytes - sum(
+        layer.header_bits // 8 for layer in model_size(student, plan.bits).layers
+    )
+    _assert_same_outputs(student, load_model(data), spec)
 
 
 # --- bad packs ------------------------------------------------------------------------------
@@ -510,11 +535,17 @@ def test_inconsistent_headers(plain: tuple[dict[str, Any], bytes], change: Any, 
 @pytest.mark.parametrize(
     ("layer", "field", "value", "match"),
     [
-        (
+        (  # an extra empty row fits the stored bytes: the model's shape refuses it
             2,
             "shape",
             [501, 800],
-            r"layer fc1 bias: the table says 1000 bytes at offset \d+, its shape needs 1002",
+            r"fc1.weight has shape \(501, 800\) in the file, \(500, 800\) here",
+        ),
+        (
+            2,
+            "bias_channels",
+            "some",
+            r"layer fc1 'bias_channels' must be 'live' or 'all', got 'some'",
         ),
         (3, "shape", [11, 500], "layer fc2: dense encoding stores all 5500 values, not 5000"),
         (

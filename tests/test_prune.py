@@ -14,7 +14,14 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from autocompress.errors import ConfigError
-from autocompress.prune import GradualPruning, WeightMask, cubic_ratio, magnitude_mask, prune_
+from autocompress.prune import (
+    DeadChannelBias,
+    GradualPruning,
+    WeightMask,
+    cubic_ratio,
+    magnitude_mask,
+    prune_,
+)
 
 
 def _net() -> nn.Sequential:
@@ -205,3 +212,26 @@ def test_gradual_pruning_grows_monotone_masks_to_the_exact_planned_count() -> No
             assert {n: int((lay.weight == 0).sum()) for n, lay in layers.items()} == planned
     assert zeros_seen[4] < zeros_seen[9] < zeros_seen[14] < zeros_seen[19]  # grew in steps
     assert zeros_seen[0] == 0  # nothing removed before the first update
+
+
+def test_bias_of_a_channel_pruned_empty_is_zero_and_follows_the_mask() -> None:
+    """A channel without weights outputs a constant that the next layer's bias can absorb;
+    ``DeadChannelBias`` zeroes its bias, through deep copies and while masks grow."""
+    torch.manual_seed(0)
+    layer = nn.Linear(3, 4)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[5.0, 6, 7], [0.1, 0.2, 0.3], [4, 0.05, 8], [9, 1, 2]]))
+        layer.bias.copy_(torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    net = nn.Sequential(layer)
+    prune_(net, {"0": 0.5})  # 6 smallest of 12: row 1 entirely, 0.05 and 1 elsewhere
+    assert torch.equal(layer.weight[1], torch.zeros(3))
+    assert torch.equal(layer.bias, torch.tensor([1.0, 0.0, 3.0, 4.0]))
+    assert isinstance(layer.parametrizations.bias[0], DeadChannelBias)
+    clone = copy.deepcopy(net)
+    clone_mask = clone[0].parametrizations.weight[0]
+    assert clone[0].parametrizations.bias[0].weight_mask is clone_mask  # not the original's
+    clone_mask.mask[0].zero_()  # the clone's row 0 now empty too: its bias follows
+    assert torch.equal(clone[0].bias, torch.tensor([0.0, 0.0, 3.0, 4.0]))
+    assert torch.equal(layer.bias, torch.tensor([1.0, 0.0, 3.0, 4.0]))
+    GradualPruning(net, ramp_steps=10)  # resets the mask to all ones: every bias is back
+    assert torch.equal(layer.bias, torch.tensor([1.0, 2.0, 3.0, 4.0]))
