@@ -73,6 +73,7 @@ class Objective:
             ctx.parent_run_id, trial.number, trial.params, plan.to_dict()
         )
         trial.set_user_attr("mlflow_run_id", run_id)
+        epochs = ctx.tracker.epoch_log(run_id)
         tuned: float | None = None  # when fine-tuning started
         try:
             # 2. A fresh copy of the teacher, pruned and fake-quantized.
@@ -81,8 +82,7 @@ class Objective:
 
             # 3. Fine-tune against the teacher's logits, cached once per run.
             def on_epoch(result: EpochResult) -> None:
-                ctx.tracker.log_metrics(
-                    run_id,
+                epochs.log(
                     {"val_accuracy": result.val_accuracy, "train_loss": result.loss},
                     step=result.epoch,
                 )
@@ -149,6 +149,7 @@ class Objective:
                 {"state": "COMPLETE"},
                 metrics,
                 name=f"trial-{trial.number:03d} {ratio:.1f}x {val_accuracy:.2%}",
+                epochs=epochs,
             )
             # 5. The objectives back to the study: maximize accuracy, minimize bytes (and ms).
             values = {"accuracy": val_accuracy, "size": float(len(packed))}
@@ -158,17 +159,23 @@ class Objective:
             trial.set_user_attr("pruned_reason", str(exc))
             if tuned is not None:  # stopped within fine-tuning: time accounting stays whole
                 trial.set_user_attr("time_finetune_s", time.perf_counter() - tuned)
-            ctx.tracker.end(run_id, "KILLED", {"state": "PRUNED", "pruned_reason": str(exc)})
+            ctx.tracker.end(
+                run_id, "KILLED", {"state": "PRUNED", "pruned_reason": str(exc)}, epochs=epochs
+            )
             raise
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
             trial.set_user_attr("fail_reason", reason)
-            ctx.tracker.end(run_id, "FAILED", {"state": "FAIL", "fail_reason": reason})
+            ctx.tracker.end(
+                run_id, "FAILED", {"state": "FAIL", "fail_reason": reason}, epochs=epochs
+            )
             raise
         except BaseException as exc:  # a signal (KeyboardInterrupt): the trial did not fail
             reason = str(exc) or type(exc).__name__
             trial.set_user_attr("fail_reason", reason)
-            ctx.tracker.end(run_id, "KILLED", {"state": "FAIL", "fail_reason": reason})
+            ctx.tracker.end(
+                run_id, "KILLED", {"state": "FAIL", "fail_reason": reason}, epochs=epochs
+            )
             raise
 
     def _hopeless_below(self) -> float:

@@ -8,7 +8,7 @@ study's parent run by the id kept on the Optuna study and adds its trial runs un
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -102,9 +102,14 @@ class Tracker:
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
         stamp = _now_ms()
-        items = [Metric(k, float(v), stamp, step) for k, v in metrics.items()]
+        self.write_metrics(run_id, [Metric(k, float(v), stamp, step) for k, v in metrics.items()])
+
+    def write_metrics(self, run_id: str, items: Sequence[Metric]) -> None:
         for i in range(0, len(items), _MAX_BATCH):
             self.client.log_batch(run_id, metrics=items[i : i + _MAX_BATCH])
+
+    def epoch_log(self, run_id: str, every_s: float = 10.0) -> EpochLog:
+        return EpochLog(self, run_id, every_s)
 
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
@@ -116,8 +121,12 @@ class Tracker:
         tags: Mapping[str, Any] | None = None,
         metrics: Mapping[str, float] | None = None,
         name: str | None = None,
+        epochs: EpochLog | None = None,
     ) -> None:
-        """Final metrics, tags and name in one batch, then status FINISHED, FAILED or KILLED."""
+        """The epochs still held back, then final metrics, tags and name in one batch, then
+        status FINISHED, FAILED or KILLED."""
+        if epochs is not None:
+            epochs.flush()
         all_tags = {**(tags or {}), **({MLFLOW_RUN_NAME: name} if name else {})}
         stamp = _now_ms()
         self.client.log_batch(
@@ -165,3 +174,32 @@ class Tracker:
         if running:
             self.end(run_id, status, tags)
         return running
+
+
+class EpochLog:
+    """A trial's per-epoch metrics, written in batches rather than one write per epoch.
+
+    A LeNet-300-100 epoch takes 0.15 s on two CPU cores, and one MLflow write per epoch (a
+    SQLite transaction each) was the largest share of a short trial's time outside
+    fine-tuning. Held back at most ``every_s`` seconds, so a long trial's curve still grows
+    live in the UI; ``Tracker.end`` writes what is left.
+    """
+
+    def __init__(self, tracker: Tracker, run_id: str, every_s: float) -> None:
+        self.tracker = tracker
+        self.run_id = run_id
+        self.every_s = every_s
+        self._pending: list[Metric] = []
+        self._written = time.monotonic()
+
+    def log(self, metrics: Mapping[str, float], step: int) -> None:
+        stamp = _now_ms()
+        self._pending.extend(Metric(k, float(v), stamp, step) for k, v in metrics.items())
+        if time.monotonic() - self._written >= self.every_s:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            self.tracker.write_metrics(self.run_id, self._pending)
+            self._pending = []
+        self._written = time.monotonic()
