@@ -97,15 +97,22 @@ def resolve_device(spec: str, worker: int = 0) -> torch.device:
     return device
 
 
-def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+def nsga2_population(trials: int) -> int:
+    """A sixth of the budget, 10 to 50 (Optuna's default): with 50 per generation, a 60-trial
+    search never got past its random first generation."""
+    return min(50, max(10, trials // 6))
+
+
+def make_sampler(name: str, seed: int, trials: int = 300) -> optuna.samplers.BaseSampler:
     """TPE is the default: multivariate (it models how per-layer bits and ratios interact)
-    and grouped (distillation settings are conditional), which Optuna 5 leaves off."""
+    and grouped (distillation settings are conditional), which Optuna 5 leaves off.
+    ``trials``, the study's budget, sizes NSGA-II's generations."""
     if name == "tpe":
         with warnings.catch_warnings():  # multivariate and group are "experimental" since 2.2
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
     if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
+        return optuna.samplers.NSGAIISampler(population_size=nsga2_population(trials), seed=seed)
     if name == "gp":
         return optuna.samplers.GPSampler(seed=seed)
     return optuna.samplers.RandomSampler(seed=seed)
@@ -194,7 +201,8 @@ def _load_study(config: ExperimentConfig, worker: int, create: bool) -> optuna.S
         )
     # The sampler is not stored. Seed it by worker and by the study's progress, so workers
     # differ and a resume does not replay the first run's random startup trials.
-    study.sampler = make_sampler(config.sampler, config.seed + 10_007 * worker + len(study.trials))
+    seed = config.seed + 10_007 * worker + len(study.trials)
+    study.sampler = make_sampler(config.sampler, seed, config.trials)
     return study
 
 

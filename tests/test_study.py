@@ -13,7 +13,7 @@ from mlflow import MlflowClient
 import autocompress
 from autocompress import objective
 from autocompress.config import build_config
-from autocompress.study import run_search
+from autocompress.study import make_sampler, nsga2_population, run_search
 
 STUDY = "mlp-digits-default"
 
@@ -247,3 +247,14 @@ def test_a_bad_warm_start_is_one_line_and_writes_nothing(
     assert str(info.value).startswith("warm_start[0]: ")
     assert "\n" not in str(info.value)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("trials", "population"), [(20, 10), (60, 10), (120, 20), (300, 50), (900, 50)]
+)
+def test_nsga2_generations_fit_the_budget(trials: int, population: int) -> None:
+    """Optuna's 50 per generation left a 60-trial search all first generation (random)."""
+    assert nsga2_population(trials) == population
+    sampler = make_sampler("nsga2", 0, trials)
+    assert isinstance(sampler, optuna.samplers.NSGAIISampler)
+    assert sampler._population_size == population  # no public accessor in Optuna 5
