@@ -42,11 +42,17 @@ from autocompress.quantize import (
     quantize_,
     weight_quantizer,
 )
-from autocompress.size import FP16_FIELD_BITS, cheapest_encoding, layer_float_bits
+from autocompress.size import (
+    FP16_FIELD_BITS,
+    bias_of_live_only,
+    cheapest_encoding,
+    layer_float_bits,
+    live_channels,
+)
 from autocompress.structured import prune_channels_
 
-# 3: scales only for output channels with a nonzero code; 2: a quantized layer's scales and
-# bias in float16 (1: float32)
+# 3: scales, and biases when the others are zero, only for output channels with a nonzero
+# weight; 2: a quantized layer's scales and bias in float16 (1: float32)
 FORMAT_VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)
 SUFFIX = ".acz"
@@ -215,7 +221,8 @@ def _pack_layer(
     else:
         flat = weight.reshape(-1).cpu().numpy()
     nonzero = flat != 0
-    live = torch.from_numpy(_live_channels(nonzero, weight.shape[0]))
+    live_np = live_channels(nonzero, weight.shape[0])
+    live = torch.from_numpy(live_np)
     encoding = cheapest_encoding(nonzero, bits)[0]
     slots, index = bitpack.encode_slots(nonzero, encoding)
     entry: dict[str, Any] = {
@@ -237,9 +244,9 @@ def _pack_layer(
     bias = getattr(layer, "bias", None)
     if isinstance(bias, Tensor):
         value = _float32(bias, name, "bias")
-        # prune_ zeroes the bias of channels it empties (DeadChannelBias); any other model
-        # keeps every bias
-        subset = "all" if bool(value[~live].any()) else "live"
+        # prune_ zeroes the bias of channels it empties (DeadChannelBias); a channel that was
+        # empty before keeps its bias, which still feeds the next layer
+        subset = "live" if bias_of_live_only(value, live_np) else "all"
         stored_bias = value[live] if subset == "live" else value
         entry["bias"] = add(_float_field_bytes(stored_bias, bits, name, "bias"))
         entry["bias_channels"] = subset
@@ -285,15 +292,6 @@ def _encode_values(values: np.ndarray, bits: int) -> bytes:
     if bits == 1:
         return bitpack.pack_bits(values > 0, 1)
     return bitpack.pack_bits(values + (2 ** (bits - 1) - 1), bits)
-
-
-def _live_channels(nonzero: np.ndarray, channels: int) -> np.ndarray:
-    """Output channels (dim 0) with a nonzero stored value: the only ones whose scale matters,
-    and, when the others' biases are zero, the only ones whose bias the file stores. At 99%
-    sparsity most rows of a wide layer are empty (LeNet-5's fc1 at 0.07% kept: 350 of 500)."""
-    if nonzero.size == 0:
-        return np.zeros(channels, dtype=bool)
-    return np.asarray(nonzero.reshape(channels, -1).any(axis=1))
 
 
 def _float32(tensor: Any, name: str, what: str) -> Tensor:
@@ -614,7 +612,7 @@ def _decode_layer(entry: Any, body: bytes, where: str, version: int) -> LayerDat
     flat = np.zeros(numel, dtype=decoded.dtype)
     flat[slots] = decoded
     everyone = torch.ones(channels, dtype=torch.bool)
-    live = torch.from_numpy(_live_channels(flat != 0, channels)) if version >= 3 else everyone
+    live = torch.from_numpy(live_channels(flat != 0, channels)) if version >= 3 else everyone
     encoded_bytes = len(index) + len(values)
     codes = scale = None
     float_bytes = 4 if version == 1 else layer_float_bits(bits) // 8

@@ -63,7 +63,7 @@ class DeadChannelBias(nn.Module):
 
     Such a channel outputs a constant, which the next layer's bias can absorb (fine-tuning
     learns to), so the file need not store its bias (docs/FORMAT.md): at 99.9% sparsity most of
-    a wide layer's channels are empty, and their biases were a sixth of the file. The live set
+    a wide layer's channels are empty, and their biases were up to a sixth of the file. The live set
     is read from the weight's mask on every call, so it follows ``GradualPruning``.
     """
 

@@ -44,6 +44,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from torch import Tensor, nn
 
 from autocompress.errors import ConfigError
@@ -156,17 +157,25 @@ def _weight(layer: nn.Module) -> Tensor:
     return weight.detach()
 
 
-def _live_channels(weight: Tensor) -> Tensor:
-    """Output channels (dim 0) holding a nonzero weight, as a boolean mask."""
-    return weight.reshape(weight.shape[0], -1).ne(0).any(dim=1)
+def live_channels(nonzero: np.ndarray, channels: int) -> np.ndarray:
+    """Output channels (dim 0) of a flat nonzero pattern that hold a nonzero: the only ones
+    whose scale matters. At 99% sparsity most rows of a wide layer are empty (LeNet-5's fc1 at
+    0.07% kept: 350 of 500)."""
+    if nonzero.size == 0:
+        return np.zeros(channels, dtype=bool)
+    return np.asarray(nonzero.reshape(channels, -1).any(axis=1))
 
 
-def _stored_bias_numel(layer: nn.Module, live: Tensor) -> int:
-    """The bias elements the file stores: the live channels' alone if the others are zero."""
+def bias_of_live_only(bias: Tensor, live: np.ndarray) -> bool:
+    """Whether the file stores the live channels' biases alone: every other one is zero."""
+    return not bool(bias.detach()[torch.from_numpy(~live)].any())
+
+
+def _stored_bias_numel(layer: nn.Module, live: np.ndarray) -> int:
     bias = getattr(layer, "bias", None)
     if not isinstance(bias, Tensor):
         return 0
-    return bias.numel() if bool(bias.detach()[~live].any()) else int(live.sum())
+    return int(live.sum()) if bias_of_live_only(bias, live) else bias.numel()
 
 
 def _bias_numel(layer: nn.Module) -> int:
@@ -223,7 +232,7 @@ def model_size(model: nn.Module, bits: Mapping[str, int]) -> ModelSize:
         weight = _weight(layer)
         quantized = quantize_weight(weight, b)[0]
         nonzero = (quantized != 0).reshape(-1).cpu().numpy()
-        live = _live_channels(quantized)
+        live = live_channels(nonzero, weight.shape[0])
         kind, index_bits, value_bits = cheapest_encoding(nonzero, b)
         act = getattr(layer, "input_quant", None)
         has_act_scale = isinstance(act, ActFakeQuant) and act.bits != FP16_BITS

@@ -179,10 +179,11 @@ class Tracker:
 class EpochLog:
     """A trial's per-epoch metrics, written in batches rather than one write per epoch.
 
-    A LeNet-300-100 epoch takes 0.15 s on two CPU cores, and one MLflow write per epoch (a
-    SQLite transaction each) was the largest share of a short trial's time outside
-    fine-tuning. Held back at most ``every_s`` seconds, so a long trial's curve still grows
-    live in the UI; ``Tracker.end`` writes what is left.
+    One write per epoch is ten SQLite transactions for a 10-epoch trial, or ten round trips
+    to a remote tracking server, where one does (on local SQLite the saving is small: 8.0%
+    of LeNet-300-100's 1.7 s trials stayed outside fine-tuning, docs/BENCHMARKS.md). Held back
+    at most ``every_s`` seconds, so a long trial's curve still grows live in the UI;
+    ``Tracker.end`` writes what is left.
     """
 
     def __init__(self, tracker: Tracker, run_id: str, every_s: float) -> None:
