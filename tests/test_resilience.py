@@ -15,10 +15,13 @@ from conftest import REPO
 from mlflow import MlflowClient
 
 STUDY = "mlp-digits-slow"
+# A trial lasts 0.015 s an epoch here: 300 epochs keep one running for seconds, far longer than
+# the poll and the sleep before a signal (40 epochs, 0.7 s, once let the trial finish first).
+SLOW_EPOCHS = 300
 pytestmark = pytest.mark.slow
 
 
-def start(tmp_path: Path, *args: str, epochs: int = 40) -> subprocess.Popen[str]:
+def start(tmp_path: Path, *args: str, epochs: int = SLOW_EPOCHS) -> subprocess.Popen[str]:
     config = tmp_path / "overnight.yaml"
     # Slow trials (many epochs) so a signal lands mid-trial; a 1 s heartbeat, 3 s grace.
     config.write_text(
@@ -98,9 +101,7 @@ def test_sigterm_stops_the_trial_writes_the_front_and_exits_143(tmp_path: Path) 
 
 
 def test_sigkill_mid_trial_then_resume_retries_it_and_loses_nothing(tmp_path: Path) -> None:
-    # 120 epochs: a trial lasts seconds, far longer than the poll and sleep before the kill
-    # (this test failed once, unexplained, with 40; a kill after the trial ended would do it)
-    process = start(tmp_path, "--trials", "3", epochs=120)
+    process = start(tmp_path, "--trials", "3")
     number = wait_mid_trial(tmp_path, process, complete=1)
     killed_params = load(tmp_path).trials[number].params
     process.kill()
@@ -111,7 +112,7 @@ def test_sigkill_mid_trial_then_resume_retries_it_and_loses_nothing(tmp_path: Pa
     }
     time.sleep(3.5)  # past the 3 s grace period: the killed trial's heartbeat is stale
 
-    again = start(tmp_path, "--trials", "3", epochs=120)
+    again = start(tmp_path, "--trials", "3")
     _, err = finish(again, 300)
     assert again.returncode == 0, err
     study = load(tmp_path)
