@@ -4,7 +4,7 @@ Every relational storage (SQLite, PostgreSQL, MySQL) gets Optuna's heartbeat: a 
 worker stopped beating (SIGKILL, a dead machine) for ``grace`` seconds is failed by the next
 worker that starts a trial, and ``RetryHeartbeatStaleTrialCallback`` queues its configuration
 again. SQLite also gets a long busy timeout so several local workers wait for the file lock
-instead of failing with "database is locked".
+instead of failing with "database is locked", and WAL mode (``autocompress.sqlite_wal``).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
 from autocompress.errors import ConfigError
+from autocompress.sqlite_wal import use_wal
 
 SQLITE_BUSY_TIMEOUT_S = 60
 STALE_RETRIES = 2  # a configuration whose worker died twice is not tried a third time
@@ -33,6 +34,7 @@ def open_storage(url: str, heartbeat_s: float) -> RDBStorage:
         raise ConfigError(
             "storage", f"'{redact(url)}' is not a sqlite://, postgresql:// or mysql:// URL"
         )
+    use_wal()
     engine_kwargs: dict[str, object] = (
         {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
         if scheme == "sqlite"

@@ -18,6 +18,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from autocompress.signals import shielded
+from autocompress.sqlite_wal import use_wal
 
 _MAX_BATCH = 100  # MLflow's limit on params per log_batch call
 _MAX_VALUE = 6000  # MLflow's limit on a param value's length
@@ -50,6 +51,7 @@ class Tracker:
     """One MLflow experiment per study; one parent run per study; one nested run per trial."""
 
     def __init__(self, tracking_uri: str, experiment_name: str, artifact_dir: Path | None) -> None:
+        use_wal()  # before MLflow opens its database
         self.client = _ShieldedClient(MlflowClient(tracking_uri=tracking_uri))
         experiment = self.client.get_experiment_by_name(experiment_name)
         if experiment is None:
