@@ -60,6 +60,12 @@ def _search_parser(sub: argparse._SubParsersAction) -> None:
         "trials; repeatable",
     )
     p.add_argument("--workers", type=int, help="local worker processes on the study (default 1)")
+    p.add_argument(
+        "--refine-epochs",
+        type=int,
+        metavar="EPOCHS",
+        help="every 5th trial fine-tunes a front member again for EPOCHS (default 0: never)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -203,6 +209,8 @@ def _search(args: argparse.Namespace) -> int:
             "warm_start",
         )
     }
+    if args.refine_epochs is not None:
+        overrides["refine"] = {"epochs": args.refine_epochs}
     config = build_config(args.config, overrides)
     command = shlex.join(["autocompress", *sys.argv[1:]])
     result = run_search(config, progress=not args.no_progress, command=command)

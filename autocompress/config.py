@@ -35,6 +35,15 @@ class TeacherConfig:
 
 
 @dataclass(frozen=True)
+class RefineConfig:
+    """Front members fine-tuned again, longer, as trials of the study (``autocompress.refine``)."""
+
+    epochs: int = 0  # fine-tuning epochs of a refined trial; 0: no refinement
+    every: int = 5  # finished trials per refined trial
+    window: float = 0.03  # only members at most this far below the baseline's accuracy
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     model: str = "mlp"
     data: str = "digits"
@@ -62,6 +71,7 @@ class ExperimentConfig:
     # the sampler starts from known good points (Optuna's enqueue_trial).
     warm_start: tuple[str, ...] = ()
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    refine: RefineConfig = field(default_factory=RefineConfig)
 
     @property
     def resolved_study_name(self) -> str:
@@ -159,7 +169,11 @@ def build_config(
     raw: dict[str, Any] = {}
     if file is not None:
         raw = load_yaml_mapping(resolve_yaml("experiments", "config", file), "config")
-    raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    for key, value in (overrides or {}).items():
+        if isinstance(value, dict) and isinstance(raw.get(key), dict):
+            raw[key] = {**raw[key], **value}  # a flag sets one field of a file's section
+        elif value is not None:
+            raw[key] = value
     names = tuple(f.name for f in dataclasses.fields(ExperimentConfig))
     _check_keys(raw, names, "")
 
@@ -181,6 +195,7 @@ def build_config(
         ),
     )
 
+    refine = _refine_config(raw.pop("refine", None) or {})
     defaults = ExperimentConfig()
     get = lambda key: raw.get(key, getattr(defaults, key))  # noqa: E731
     sampler = _typed(get("sampler"), str, "sampler")
@@ -227,4 +242,22 @@ def build_config(
             _typed(item, str, f"warm_start[{i}]") for i, item in enumerate(warm_start)
         ),
         teacher=teacher,
+        refine=refine,
+    )
+
+
+def _refine_config(raw: Any) -> RefineConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError("refine", "must be a mapping (epochs, every, window)")
+    _check_keys(raw, tuple(f.name for f in dataclasses.fields(RefineConfig)), "refine.")
+    epochs = _typed(raw.get("epochs", RefineConfig.epochs), int, "refine.epochs")
+    if epochs < 0:
+        raise ConfigError("refine.epochs", f"must be 0 (off) or positive, got {epochs}")
+    window = _typed(raw.get("window", RefineConfig.window), float, "refine.window")
+    if not 0 < window <= 1:
+        raise ConfigError("refine.window", f"must be in (0, 1], got {window}")
+    return RefineConfig(
+        epochs=epochs,
+        every=_positive(raw.get("every", RefineConfig.every), "refine.every", int),
+        window=window,
     )

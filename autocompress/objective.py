@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import optuna
@@ -18,6 +18,7 @@ from autocompress.finetune import EpochResult, fit, steps_per_epoch
 from autocompress.latency import measure_latency
 from autocompress.plan import CompressionPlan
 from autocompress.prune import GradualPruning
+from autocompress.refine import REFINE_OF
 from autocompress.size import model_size
 from autocompress.space import SearchSpace
 from autocompress.teacher import Baseline
@@ -67,6 +68,8 @@ class Objective:
         start = time.perf_counter()
         # 1. Optuna's flat parameters -> the plan (logged verbatim: enough to rebuild it).
         plan = ctx.space.suggest(trial)
+        if REFINE_OF in trial.user_attrs:  # a front member again, fine-tuned longer
+            plan = replace(plan, finetune=replace(plan.finetune, epochs=ctx.config.refine.epochs))
         trial.set_user_attr("plan", plan.to_dict())
         trial.set_user_attr("summary", plan.summary())
         run_id = ctx.tracker.start_trial(

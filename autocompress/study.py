@@ -35,6 +35,7 @@ from autocompress.models import (
     load_checkpoint,
 )
 from autocompress.objective import Objective, SearchContext, model_path
+from autocompress.refine import Refiner
 from autocompress.signals import Interrupted, interruptible
 from autocompress.space import SearchSpace, build_space, load_space
 from autocompress.storage import open_storage
@@ -289,6 +290,10 @@ def _run_trials(
     callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] = [
         optuna.study.MaxTrialsCallback(config.trials, states=FINISHED)
     ]
+    if config.refine.epochs:
+        callbacks.append(
+            Refiner(config.refine.every, config.refine.window, baseline.val_accuracy, config.trials)
+        )
     if progress is not None:
         callbacks.append(progress)
     study.optimize(

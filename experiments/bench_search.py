@@ -79,7 +79,9 @@ class Baseline:
 @dataclass
 class RunResult:
     model: str
-    method: str  # "<sampler>[+warm][@<space>]" (+warm: recipes enqueued first), "recipe:<name>"
+    # "<sampler>[+warm][+refineE][@<space>]" or "recipe:<name>"; +warm: recipes enqueued first,
+    # +refineE: front members refined with E fine-tuning epochs
+    method: str
     seed: int
     out: str
     trials: int  # finished trials (complete, pruned, failed)
@@ -249,7 +251,8 @@ def run_one(
     """One search (a sampler) or one recipe, in a fresh directory, through run_search."""
     recipe = method.removeprefix("recipe:") if method.startswith("recipe:") else None
     searcher, _, space = method.partition("@")
-    sampler, _, warm = searcher.partition("+")
+    sampler, *modifiers = searcher.split("+")
+    refine = [int(m.removeprefix("refine")) for m in modifiers if m.startswith("refine")]
     name = recipe or short_method(method).replace("+", "-").replace("@", "-")
     slug = f"{baseline.model}-{name}-s{seed}"
     out = out_root / baseline.model / slug
@@ -262,7 +265,10 @@ def run_one(
         "timeout": None if recipe or args.minutes is None else args.minutes * 60,
         "seed": seed,
         "sampler": "tpe" if recipe else sampler,
-        "warm_start": [str(p) for p in recipes_for(baseline.model).values()] if warm else [],
+        "warm_start": [str(p) for p in recipes_for(baseline.model).values()]
+        if "warm" in modifiers
+        else [],
+        "refine": {"epochs": refine[0] if refine and not recipe else 0},
         "out": str(out),
         "study_name": slug,
         "teacher": {"epochs": args.teacher_epochs},
@@ -394,6 +400,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="tpe,random,nsga2,gp",
         type=csv_list,
         help="samplers (tpe,random,nsga2,gp); NAME+warm also enqueues the hand recipes first; "
+        "NAME+refineE refines front members with E epochs (--refine-epochs); "
         "NAME@SPACE searches SPACE (a built-in name or a YAML path) instead of --space",
     )
     parser.add_argument("--seeds", default="0,1,2", type=lambda s: [int(x) for x in csv_list(s)])
