@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from autocompress.cuda_graph import GraphedStep
 from autocompress.distill import distillation_loss
 from autocompress.errors import TrialFailed
 from autocompress.plan import DistillPlan
@@ -61,19 +62,39 @@ def fit(
     distill: DistillPlan | None = None,
     on_epoch: Callable[[EpochResult], None] | None = None,
     on_step: Callable[[int], None] | None = None,
+    cuda_graph: bool = True,
 ) -> list[EpochResult]:
     """Adam with a cosine learning-rate decay; with ``distill`` enabled the loss mixes in the
     teacher's cached logits for the same training examples. ``on_step`` gets the 1-based
-    optimizer step after each step (gradual pruning moves its masks there)."""
+    optimizer step after each step (gradual pruning moves its masks there, in place). On CUDA
+    full batches replay a captured step (``cuda_graph``) unless ``cuda_graph`` is False."""
     x, y = train
     use_teacher = distill is not None and distill.enabled and teacher_logits is not None
     temperature = distill.temperature if distill is not None else 1.0
     alpha = distill.alpha if use_teacher and distill is not None else 0.0
+    graphed = cuda_graph and x.device.type == "cuda"
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    optimizer = torch.optim.Adam(
+        params,
+        # a graph reads the learning rate from device memory, where the schedule writes it
+        lr=torch.tensor(lr, device=x.device) if graphed else lr,
+        weight_decay=weight_decay,
+        capturable=graphed,
+    )
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
         optimizer, epochs * steps_per_epoch(len(x), batch_size)
     )
+
+    def train_step(idx: torch.Tensor) -> torch.Tensor:
+        logits = model(x[idx])
+        teacher = teacher_logits[idx] if use_teacher and teacher_logits is not None else None
+        loss = distillation_loss(logits, y[idx], teacher, temperature, alpha)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    step_fn = GraphedStep(train_step, batch_size, x.device) if graphed else train_step
     generator = torch.Generator().manual_seed(seed)
     step = 0
     history: list[EpochResult] = []
@@ -84,17 +105,11 @@ def fit(
         total = torch.zeros((), device=x.device)
         for i in range(0, len(x), batch_size):
             idx = order[i : i + batch_size]
-            logits = model(x[idx])
-            teacher = teacher_logits[idx] if use_teacher and teacher_logits is not None else None
-            loss = distillation_loss(logits, y[idx], teacher, temperature, alpha)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            total += step_fn(idx) * len(idx)
             schedule.step()
             step += 1
             if on_step is not None:
                 on_step(step)
-            total += loss.detach() * len(idx)
         mean_loss = float(total.item()) / len(x)
         if not math.isfinite(mean_loss):
             raise TrialFailed(f"training loss became {mean_loss} in epoch {epoch}")
