@@ -46,6 +46,13 @@ def _search_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--timeout", help="stop starting trials after this long: seconds or 8h, 30m")
     p.add_argument("--device", help="auto (CUDA when available), cpu, cuda, cuda:K")
+    p.add_argument(
+        "--no-cuda-graphs",
+        dest="cuda_graphs",
+        action="store_false",
+        default=None,
+        help="on CUDA, fine-tune eagerly instead of replaying a captured step per batch",
+    )
     p.add_argument("--seed", type=int, help="seed for the sampler, training and splits of work")
     p.add_argument("--out", help="output directory (default ./autocompress-runs/<study-name>)")
     p.add_argument("--storage", help="Optuna storage URL (default sqlite:///<out>/optuna.db)")
@@ -200,6 +207,7 @@ def _search(args: argparse.Namespace) -> int:
             "trials",
             "timeout",
             "device",
+            "cuda_graphs",
             "seed",
             "out",
             "storage",

@@ -52,6 +52,8 @@ class ExperimentConfig:
     trials: int = 30  # total finished trials in the study (a resume runs only the rest)
     timeout: float | None = None  # seconds; no new trial starts after it
     device: str = "auto"
+    # On CUDA, fine-tuning replays one captured step per batch (cuda_graph.py); off: eager
+    cuda_graphs: bool = True
     seed: int = 0
     out: str | None = None  # default ./autocompress-runs/<study_name>
     storage: str | None = None  # default sqlite:///<out>/optuna.db
@@ -228,6 +230,7 @@ def build_config(
         trials=_positive(get("trials"), "trials", int),
         timeout=None if timeout is None else parse_duration(timeout),
         device=device,
+        cuda_graphs=_typed(get("cuda_graphs"), bool, "cuda_graphs"),
         seed=_typed(get("seed"), int, "seed"),
         out=_typed(get("out"), str, "out", optional=True),
         storage=_typed(get("storage"), str, "storage", optional=True),

@@ -108,6 +108,7 @@ class Objective:
                 distill=plan.distill,
                 on_epoch=on_epoch,
                 on_step=gradual,
+                cuda_graph=ctx.config.cuda_graphs,
             )
             finetune_s = time.perf_counter() - tuned
 

@@ -74,6 +74,7 @@ def prepare_baseline(
                 batch_size=config.teacher.batch_size,
                 seed=config.seed,
                 weight_decay=config.teacher.weight_decay,
+                cuda_graph=config.cuda_graphs,
             )
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")

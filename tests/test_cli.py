@@ -48,12 +48,15 @@ def dominated(a: dict[str, str], b: dict[str, str]) -> bool:
 @pytest.mark.slow
 def test_search_then_resume(run_cli: Run, tmp_path: Path) -> None:
     config = quick_config(tmp_path)
-    first = run_cli("search", "--config", str(config), "--trials", "3", "--no-progress")
+    first = run_cli(
+        "search", "--config", str(config), "--trials", "3", "--no-cuda-graphs", "--no-progress"
+    )
     assert first.returncode == 0, first.stderr
     out = tmp_path / "autocompress-runs" / STUDY
     assert "Pareto front of study 'mlp-digits-default'" in first.stdout
 
     study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{out / 'optuna.db'}")
+    assert study.user_attrs["config"]["cuda_graphs"] is False
     complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     assert len(complete) == 3
     for trial in complete:
@@ -148,6 +151,7 @@ def test_help_explains_every_option(run_cli: Run) -> None:
         "--trials",
         "--timeout",
         "--device",
+        "--no-cuda-graphs",
         "--seed",
         "--out",
         "--storage",

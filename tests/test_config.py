@@ -45,6 +45,7 @@ def test_study_name_from_mnist_path() -> None:
         ({"trials": 0}, "trials"),
         ({"trials": "many"}, "trials"),
         ({"device": "tpu"}, "device"),
+        ({"cuda_graphs": "yes"}, "cuda_graphs"),
         ({"sampler": "cmaes"}, "sampler"),
         ({"timeout": "soon"}, "timeout"),
         ({"study_name": "a b"}, "study_name"),
@@ -85,5 +86,6 @@ def test_durations(text: object, seconds: float) -> None:
 
 def test_config_round_trips_through_its_dict() -> None:
     """A worker that joins a study rebuilds the config from the dict stored in it."""
-    config = build_config(None, {"model": "lenet5", "timeout": "2h", "refine": {"epochs": 30}})
+    overrides = {"model": "lenet5", "timeout": "2h", "refine": {"epochs": 30}, "cuda_graphs": False}
+    config = build_config(None, overrides)
     assert build_config(None, config.to_dict()) == config
