@@ -2,9 +2,9 @@
 
 A fine-tuning step of these small networks launches about 140 kernels (the parametrized
 masks and fake quantizers, the distillation loss, backward, Adam) that take under 0.01 ms
-each on a GPU. On an H100 Python and the launches then cost about 4 ms per LeNet-300-100
-step against 0.4 ms of kernel time (docs/BENCHMARKS.md, "GPU"), so the GPU ran a trial no
-faster than 2 CPU cores. A graph replays all of a step's kernels with one launch.
+each on a GPU. On an H100 Python and the launches then cost 3-6 ms per LeNet-300-100
+student step against 0.7 ms of kernel time (docs/BENCHMARKS.md, "GPU"), so the GPU ran a
+trial no faster than 2 CPU cores. A graph replays all of a step's kernels with one launch.
 
 The step must read its batch from fixed addresses: it is called with a tensor of example
 indices, which ``GraphedStep`` copies into its own buffer before each replay. Whatever the

@@ -66,8 +66,8 @@ def fit(
 ) -> list[EpochResult]:
     """Adam with a cosine learning-rate decay; with ``distill`` enabled the loss mixes in the
     teacher's cached logits for the same training examples. ``on_step`` gets the 1-based
-    optimizer step after each step (gradual pruning moves its masks there, in place). On CUDA
-    full batches replay a captured step (``cuda_graph``) unless ``cuda_graph`` is False."""
+    optimizer step after each step (gradual pruning moves its masks there, in place). On CUDA,
+    with ``cuda_graph``, full batches replay one captured step (``GraphedStep``)."""
     x, y = train
     use_teacher = distill is not None and distill.enabled and teacher_logits is not None
     temperature = distill.temperature if distill is not None else 1.0
