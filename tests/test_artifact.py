@@ -334,14 +334,18 @@ def test_quantized_layers_store_scales_and_bias_in_float16(net_spec: ModelSpec) 
 )
 def test_older_format_files_still_load(version: int, bits: list[int]) -> None:
     """Files written by earlier formats, kept in tests/data with the outputs their models gave
-    when they were written."""
+    when they were written. Compared to float rounding, not bit for bit: matrix products round
+    differently on another CPU (on an Intel Xeon these differ by up to 3e-8 from the AMD EPYC
+    that recorded them), while one code step in fc3 moves an output by 7e-4 (v2) to 7e-3 (v1)."""
     data = (DATA / f"format_v{version}_mlp.acz").read_bytes()
     assert unpack(data).format_version == version
     torch.manual_seed(1)
     x = torch.randn(4, 64)
     recorded = json.loads((DATA / f"format_v{version}_mlp.json").read_text())["outputs"]
     with torch.no_grad():
-        assert torch.equal(load_model(data)(x), torch.tensor(recorded))
+        torch.testing.assert_close(
+            load_model(data)(x), torch.tensor(recorded), rtol=1e-5, atol=1e-6
+        )
     assert [i.bits for i in inspect(data)] == bits
 
 
