@@ -27,5 +27,9 @@ class ModelError(ConfigError):
     """A model spec, factory or checkpoint that cannot be used."""
 
 
+class ArtifactError(AutocompressError):
+    """A file that cannot be read as a compressed model, or a model that cannot be packed."""
+
+
 class TrialFailed(AutocompressError):
     """A trial whose result cannot be used (NaN or infinite accuracy or loss)."""

@@ -3,6 +3,7 @@ every kind of bad file."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import pickle
@@ -19,8 +20,17 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.nn.utils import parametrize
 
-from autocompress import artifact
-from autocompress.artifact import ArtifactError, ModelSpec, inspect, load_model, pack, unpack
+from autocompress import artifact, artifact_json, artifact_layout
+from autocompress.artifact import (
+    ArtifactError,
+    ModelSpec,
+    inspect,
+    load_model,
+    pack,
+    unpack,
+    upgrade,
+)
+from autocompress.artifact_layout import StoredModel
 from autocompress.compress import compress
 from autocompress.errors import AutocompressError
 from autocompress.models import build_model
@@ -169,12 +179,11 @@ def test_every_width_round_trips(net_spec: ModelSpec, bits: int, prune: float) -
     assert [i.bits for i in infos] == [bits] * len(infos)
 
 
-def test_unpack_gives_codes_scales_plan_and_spec(lenet: tuple[nn.Module, bytes]) -> None:
+def test_unpack_gives_codes_scales_and_spec(lenet: tuple[nn.Module, bytes]) -> None:
     student, data = lenet
     unpacked = unpack(data)
-    assert (unpacked.format_version, unpacked.codec) == (3, "lzma")
+    assert (unpacked.format_version, unpacked.codec) == (4, "lzma")
     assert unpacked.spec == LENET
-    assert unpacked.plan == LENET_PLAN
     fc1 = unpacked.layers["fc1"]
     assert fc1.codes is not None and fc1.codes.dtype == torch.int32
     assert int(fc1.codes.abs().max()) == 1  # 2 bits: codes -1..1
@@ -230,18 +239,26 @@ def test_uncompressed_codec_round_trips(lenet: tuple[nn.Module, bytes]) -> None:
 # --- size -----------------------------------------------------------------------------------
 
 
-def _header_and_body(data: bytes) -> tuple[dict[str, Any], bytes]:
-    """Split an uncompressed (codec none) file along the documented layout."""
-    payload = data[artifact.PREFIX.size :]
-    (length,) = struct.unpack_from("<I", payload)
-    return json.loads(payload[4 : 4 + length]), payload[4 + length :]
+def _stored(data: bytes) -> StoredModel:
+    """The records and blobs of an uncompressed (codec none) file."""
+    return artifact_layout.decode(data[artifact.PREFIX.size :])
+
+
+def _blob_bytes(stored: StoredModel) -> int:
+    """Bytes of every blob: the payload without its fields."""
+    layers = sum(
+        len(layer.values) + len(layer.index) + len(layer.scale) + len(layer.bias or b"")
+        + len(layer.act.scale if layer.act else b"")
+        for layer in stored.layers
+    )  # fmt: skip
+    return layers + sum(len(tensor.data) for tensor in stored.tensors)
 
 
 def test_body_is_the_formula_rounded_to_bytes(net_spec: ModelSpec) -> None:
-    """Before the entropy coder, the body holds exactly the formula's fields, each rounded up
-    to whole bytes; the JSON header replaces the formula's 64 bits per layer."""
+    """Before the entropy coder, the blobs hold exactly the formula's fields, each rounded up
+    to whole bytes; the records' fields replace the formula's 64 bits per layer."""
     student = _student(net_spec, NET_PLAN)
-    _, body = _header_and_body(pack(student, NET_PLAN, net_spec, codec="none"))
+    stored = _stored(pack(student, NET_PLAN, net_spec, codec="none"))
     formula = model_size(student, NET_PLAN.bits)
     expected = formula.other_bits // 8 + sum(
         math.ceil(layer.value_bits / 8)
@@ -249,13 +266,13 @@ def test_body_is_the_formula_rounded_to_bytes(net_spec: ModelSpec) -> None:
         + (layer.scale_bits + layer.bias_bits + layer.act_bits) // 8
         for layer in formula.layers
     )
-    assert len(body) == expected
+    assert _blob_bytes(stored) == expected
 
 
 def test_file_is_close_to_the_formula(lenet: tuple[nn.Module, bytes]) -> None:
     student, data = lenet
     formula = model_size(student, LENET_PLAN.bits).total_bytes
-    assert len(data) <= formula + 1024  # the JSON header, minus what the coder saves
+    assert len(data) <= formula  # the coder saves more than the fields cost
     assert len(data) >= 0.8 * formula  # random-ish weights: the coder gains only a little
 
 
@@ -307,16 +324,14 @@ def test_packing_lenet5_is_fast(lenet: tuple[nn.Module, bytes]) -> None:
 
 def test_quantized_layers_store_scales_and_bias_in_float16(net_spec: ModelSpec) -> None:
     student = _student(net_spec, NET_PLAN)
-    data = pack(student, NET_PLAN, net_spec, codec="none")
-    header, _ = _header_and_body(data)
-    layers = unpack(data).layers
+    stored = _stored(pack(student, NET_PLAN, net_spec, codec="none"))
     widths = {}
-    for entry in header["layers"]:
-        live = int(layers[entry["name"]].weight.flatten(1).ne(0).any(1).sum())
-        biased = live if entry["bias_channels"] == "live" else entry["shape"][0]
-        bias = entry["bias"] and entry["bias"][1] / biased
-        scale = entry["scale"] and entry["scale"][1] / live
-        widths[entry["name"]] = [w for w in (scale, bias) if w is not None]
+    for layer in stored.layers:
+        assert layer.live is not None
+        biased = layer.live if layer.bias_live_only else layer.shape[0]
+        scale = len(layer.scale) / layer.live if layer.scale else None
+        bias = layer.bias and len(layer.bias) / biased
+        widths[layer.name] = [w for w in (scale, bias) if w is not None]
     # 1..15 bits: scale (per live channel) and bias 2 bytes each; fp16 weights: bias 2; float32
     # layer: bias 4
     assert widths == {
@@ -330,6 +345,7 @@ def test_quantized_layers_store_scales_and_bias_in_float16(net_spec: ModelSpec) 
     [
         (1, [4, 1, 16]),  # float32 scales and biases
         (2, [2, 5, 3]),  # float16, and a scale for every channel: fc1 has 135 empty ones
+        (3, [3, 4, 6]),  # JSON header; scales and biases of live channels only
     ],
 )
 def test_older_format_files_still_load(version: int, bits: list[int]) -> None:
@@ -347,6 +363,38 @@ def test_older_format_files_still_load(version: int, bits: list[int]) -> None:
             load_model(data)(x), torch.tensor(recorded), rtol=1e-5, atol=1e-6
         )
     assert [i.bits for i in inspect(data)] == bits
+    if version > 1:  # format 1's float32 scales have no float16 field to go in
+        newer = upgrade(data)
+        assert unpack(newer).format_version == artifact.FORMAT_VERSION
+        assert len(newer) < 0.93 * len(data)  # the JSON header was 7-9% of these files
+        with torch.no_grad():
+            assert torch.equal(load_model(newer)(x), load_model(data)(x))
+
+
+def test_upgrade_refuses_float32_scales_and_unknown_codecs() -> None:
+    data = (DATA / "format_v1_mlp.acz").read_bytes()
+    with pytest.raises(ArtifactError, match=r"^cannot pack layer fc1: its bias are not float16"):
+        upgrade(data)
+    with pytest.raises(ArtifactError, match="unknown codec 'zip'"):
+        upgrade((DATA / "format_v3_mlp.acz").read_bytes(), codec="zip")
+
+
+def test_channel_pruned_model_loads_at_its_smaller_shape() -> None:
+    """Removed channels show in the stored shapes; the reader removes as many from the freshly
+    built model before it writes the weights in."""
+    plan = CompressionPlan(
+        layers={
+            "conv1": LayerPlan(bits=4, prune=0.3, prune_kind="structured"),
+            "conv2": LayerPlan(bits=3, prune=0.5),
+            "fc1": LayerPlan(bits=2, prune=0.6, prune_kind="structured"),
+        }
+    )
+    student = _student(LENET, plan, steps=2)
+    loaded = load_model(pack(student, plan, LENET))
+    assert tuple(loaded.conv1.weight.shape) == (14, 1, 5, 5)
+    assert tuple(loaded.conv2.weight.shape) == (50, 14, 5, 5)
+    assert tuple(loaded.fc1.weight.shape) == (200, 800)
+    _assert_same_outputs(student, loaded, LENET)
 
 
 def test_only_live_channels_have_a_scale_and_bias_in_the_file() -> None:
@@ -359,10 +407,9 @@ def test_only_live_channels_have_a_scale_and_bias_in_the_file() -> None:
     fc1 = unpack(data).layers["fc1"]
     live = fc1.weight.ne(0).any(dim=1)
     assert 0 < int(live.sum()) < 256
-    header, _ = _header_and_body(data)
-    (entry,) = [entry for entry in header["layers"] if entry["name"] == "fc1"]
-    assert entry["bias_channels"] == "live"
-    assert entry["scale"][1] == entry["bias"][1] == 2 * int(live.sum())
+    (record,) = [layer for layer in _stored(data).layers if layer.name == "fc1"]
+    assert record.bias_live_only and record.live == int(live.sum())
+    assert len(record.scale) == len(record.bias or b"") == 2 * int(live.sum())
     assert fc1.scale is not None and fc1.bias is not None
     assert torch.all(fc1.scale[~live] == 0) and torch.all(fc1.scale[live] > 0)
     assert torch.equal(fc1.bias, student.fc1.bias)
@@ -382,14 +429,14 @@ def test_an_empty_channel_with_a_bias_keeps_every_bias() -> None:
         teacher.fc1.bias[3] = 0.5
     student = compress(teacher, plan, torch.zeros(2, 64)).eval()
     data = pack(student, plan, spec, codec="none")
-    header, _ = _header_and_body(data)
-    (entry,) = [entry for entry in header["layers"] if entry["name"] == "fc1"]
-    assert entry["bias_channels"] == "all" and entry["bias"][1] == 2 * 256
-    assert entry["scale"][1] == 2 * 255
+    stored = _stored(data)
+    (record,) = [layer for layer in stored.layers if layer.name == "fc1"]
+    assert not record.bias_live_only and len(record.bias or b"") == 2 * 256
+    assert len(record.scale) == 2 * 255
     assert float(unpack(data).layers["fc1"].bias[3]) == 0.5
     formula = model_size(student, plan.bits)
     headers = sum(layer.header_bits // 8 for layer in formula.layers)
-    assert len(_header_and_body(data)[1]) == formula.total_bytes - headers
+    assert _blob_bytes(stored) == formula.total_bytes - headers
     _assert_same_outputs(student, load_model(data), spec)
 
 
@@ -425,16 +472,10 @@ def test_pack_refuses_a_plan_that_does_not_describe_the_model(
 # --- bad files ------------------------------------------------------------------------------
 
 
-def _seal(payload: bytes) -> bytes:
+def _seal(payload: bytes, version: int = artifact.FORMAT_VERSION) -> bytes:
     """An uncompressed file around ``payload``, built from the documented layout."""
-    prefix = struct.pack("<4sHBQI", b"\x89ACZ", artifact.FORMAT_VERSION, 0, len(payload), 0)
+    prefix = struct.pack("<4sHBQI", b"\x89ACZ", version, 0, len(payload), 0)
     return prefix[:-4] + struct.pack("<I", zlib.crc32(payload)) + payload
-
-
-def _with_header(header: Any, body: bytes) -> bytes:
-    """A file with a valid CRC around this header and body: only the content can be wrong."""
-    raw = header if isinstance(header, bytes) else json.dumps(header).encode()
-    return _seal(struct.pack("<I", len(raw)) + raw + body)
 
 
 def _raises(data: bytes, match: str) -> str:
@@ -446,18 +487,42 @@ def _raises(data: bytes, match: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def plain(lenet: tuple[nn.Module, bytes]) -> tuple[dict[str, Any], bytes]:
-    """LeNet-5's header and body, uncompressed, to tamper with."""
+def plain(lenet: tuple[nn.Module, bytes]) -> bytes:
+    """LeNet-5's payload, uncompressed, to tamper with."""
     student, _ = lenet
-    return _header_and_body(pack(student, LENET_PLAN, LENET, codec="none"))
+    return pack(student, LENET_PLAN, LENET, codec="none")[artifact.PREFIX.size :]
+
+
+def _replaced(payload: bytes, name: str, **changes: Any) -> bytes:
+    """The payload with the fields or blobs of layer ``name`` changed (dataclasses.replace)."""
+    stored = artifact_layout.decode(payload)
+    layers = tuple(
+        dataclasses.replace(layer, **changes) if layer.name == name else layer
+        for layer in stored.layers
+    )
+    return _seal(artifact_layout.encode(dataclasses.replace(stored, layers=layers)))
+
+
+# Where conv1's fixed fields start, from the documented layout: the model name (u16 length +
+# "lenet5"), the input dims (u8 count + 3 u32), classes u32, the layer count u16, conv1's name
+# (u16 + "conv1") and dims (u8 + 4 u32). Then bits +0, kind +1, gap bits +2, stored +3, live +7,
+# flags +11, act bits +12.
+CONV1_FIELDS = (2 + 6) + (1 + 3 * 4) + 4 + 2 + (2 + 5) + (1 + 4 * 4)
+
+
+def _poked(payload: bytes, offset: int, value: int) -> bytes:
+    return _seal(payload[:offset] + bytes([value]) + payload[offset + 1 :])
 
 
 def test_the_tampering_helpers_make_good_files(
-    lenet: tuple[nn.Module, bytes], plain: tuple[dict[str, Any], bytes]
+    lenet: tuple[nn.Module, bytes], plain: bytes
 ) -> None:
     """So that each test below fails for its own change only."""
     student, _ = lenet
-    _assert_same_outputs(student, load_model(_with_header(*plain)), LENET)
+    _assert_same_outputs(student, load_model(_seal(plain)), LENET)
+    _assert_same_outputs(student, load_model(_replaced(plain, "fc1")), LENET)
+    assert plain[CONV1_FIELDS] == 6 and plain[CONV1_FIELDS + 12] == 8  # conv1: 6 bits, inputs 8
+    _assert_same_outputs(student, load_model(_poked(plain, CONV1_FIELDS, 6)), LENET)
 
 
 def test_missing_file(tmp_path: Path) -> None:
@@ -469,8 +534,8 @@ def test_prefix_problems(lenet: tuple[nn.Module, bytes]) -> None:
     _, data = lenet
     _raises(data[:10], "file is truncated: 10 bytes, shorter than the 19-byte prefix")
     _raises(b"PK\x03\x04" + data[4:], "not an autocompress file: magic bytes")
-    future = data[:4] + struct.pack("<H", 4) + data[6:]
-    _raises(future, r"unsupported format version 4; .* 1, 2, 3$")
+    future = data[:4] + struct.pack("<H", 5) + data[6:]
+    _raises(future, r"unsupported format version 5; .* 1, 2, 3, 4$")
     _raises(data[:6] + b"\x07" + data[7:], "unknown codec id 7")
     huge = data[:7] + struct.pack("<Q", 2**64 - 1) + data[15:]
     _raises(huge, "file is corrupt: a 18446744073709551615-byte payload is beyond any model")
@@ -496,20 +561,101 @@ def test_any_corrupted_byte_is_an_error(
         unpack(corrupt)
 
 
-def test_header_that_does_not_parse(plain: tuple[dict[str, Any], bytes]) -> None:
-    _, body = plain
-    _raises(_with_header(b"{not json", body), "header does not parse as JSON")
-    _raises(_with_header(b"\xff\xfe", body), "header does not parse as JSON")
-    _raises(_with_header([1, 2], body), "header must be a JSON object, got list")
-    _raises(_seal(b"\x01"), "payload too short for the header length")
-    _raises(_seal(struct.pack("<I", 1000) + b"{}"), "header: 1000 bytes long, but the payload")
+def test_any_cut_payload_is_truncated_and_a_longer_one_corrupt(plain: bytes) -> None:
+    """With a valid CRC around it, a payload cut anywhere (in a field, a length or a blob)
+    fails on the first read past its end, and bytes after the last tensor are refused."""
+    for cut in [*range(0, 200), *range(200, len(plain), 997), len(plain) - 1]:
+        _raises(_seal(plain[:cut]), r"^file is truncated: expected \d+ bytes for .* at offset")
+    _raises(_seal(plain + b"\0\0"), "^file is corrupt: 2 bytes after the last tensor$")
 
 
-def _tampered(plain: tuple[dict[str, Any], bytes], change: Any) -> bytes:
-    header, body = plain
+@pytest.mark.parametrize(
+    ("offset", "value", "match"),
+    [
+        (0, 0xFF, r"^model name is not UTF-8"),
+        (CONV1_FIELDS - 17, 0, "^layer conv1 shape must have at least one dimension$"),
+        (CONV1_FIELDS, 17, "^layer conv1 'bits' must be 1..15, 16 or 32, got 17$"),
+        (CONV1_FIELDS + 1, 3, "^layer conv1 encoding kind must be 0, 1 or 2, got 3$"),
+        (CONV1_FIELDS + 1, 2, "^layer conv1: unknown position encoding 'delta0'$"),
+        (CONV1_FIELDS + 7, 21, "^layer conv1: 21 live channels of 20$"),
+        (CONV1_FIELDS + 11, 0x80 | 7, "^layer conv1 flags 0x87 set an unknown bit$"),
+        (CONV1_FIELDS + 12, 1, r"^layer conv1 act 'bits' must be 2..16, got 1$"),
+    ],
+)
+def test_bad_fields(plain: bytes, offset: int, value: int, match: str) -> None:
+    if offset == 0:  # the model name's first byte, after its u16 length
+        offset = 2
+    _raises(_poked(plain, offset, value), match)
+
+
+def test_fields_that_contradict_the_blobs(plain: bytes) -> None:
+    stored = artifact_layout.decode(plain)
+    fc1 = stored.layers[2]
+    assert fc1.live is not None and fc1.bias is not None
+    fewer = _replaced(plain, "fc1", live=fc1.live - 1, scale=fc1.scale[2:], bias=fc1.bias[2:])
+    _raises(fewer, f"^layer fc1: the codes have {fc1.live} live channels, the fields say")
+    twice = dataclasses.replace(stored, layers=(*stored.layers, stored.layers[0]))
+    _raises(_seal(artifact_layout.encode(twice)), "^file: layer conv1 appears twice$")
+    _raises(
+        _replaced(plain, "fc1", shape=(2**20, 2**20)),
+        r"^layer fc1 shape \[1048576, 1048576\] has more than 2147483647 elements$",
+    )
+    fc2 = stored.layers[3]  # 5-bit codes, 0..30 valid
+    _raises(
+        _replaced(plain, "fc2", values=b"\xff" + fc2.values[1:]),
+        "^layer fc2: a 5-bit code field holds 31 > 30$",
+    )
+    _raises(
+        _replaced(plain, "fc2", shape=(11, 500)),
+        "^layer fc2: dense encoding stores all 5500 values, not 5000$",
+    )
+    _raises(  # an extra empty row fits the stored bytes: the model's shape refuses it
+        _replaced(plain, "fc1", shape=(501, 800)),
+        r"fc1.weight has shape \(501, 800\) in the file, \(500, 800\) here",
+    )
+
+
+# --- bad files of format 3 (a JSON header with offsets) -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def legacy() -> tuple[dict[str, Any], bytes]:
+    """The header and body of tests/data/format_v3_mlp.acz, to tamper with."""
+    _, _, payload = artifact._open((DATA / "format_v3_mlp.acz").read_bytes())
+    return artifact_json._split(payload)
+
+
+def _with_header(header: Any, body: bytes) -> bytes:
+    """A format-3 file with a valid CRC around this header and body."""
+    raw = header if isinstance(header, bytes) else json.dumps(header).encode()
+    return _seal(struct.pack("<I", len(raw)) + raw + body, version=3)
+
+
+def _tampered(legacy: tuple[dict[str, Any], bytes], change: Any) -> bytes:
+    header, body = legacy
     header = json.loads(json.dumps(header))  # a deep copy
     change(header)
     return _with_header(header, body)
+
+
+def test_the_format_3_helpers_make_good_files(legacy: tuple[dict[str, Any], bytes]) -> None:
+    data = (DATA / "format_v3_mlp.acz").read_bytes()
+    x = torch.randn(4, 64)
+    with torch.no_grad():
+        assert torch.equal(load_model(_with_header(*legacy))(x), load_model(data)(x))
+
+
+def test_header_that_does_not_parse(legacy: tuple[dict[str, Any], bytes]) -> None:
+    _, body = legacy
+    _raises(_with_header(b"{not json", body), "header does not parse as JSON")
+    _raises(_with_header(b"\xff\xfe", body), "header does not parse as JSON")
+    _raises(_with_header([1, 2], body), "header must be a JSON object, got list")
+    _raises(_seal(b"\x01", version=3), "payload too short for the header length")
+    _raises(_seal(struct.pack("<I", 1000) + b"{}", version=3), "header: 1000 bytes long, but the")
+
+
+def _more_stored(h: dict[str, Any]) -> None:
+    h["layers"][0]["stored"] += 8  # fc1: 3-bit values take three bytes more
 
 
 @pytest.mark.parametrize(
@@ -518,80 +664,36 @@ def _tampered(plain: tuple[dict[str, Any], bytes], change: Any) -> bytes:
         (lambda h: h.pop("layers"), "header has no 'layers'"),
         (lambda h: h.update(format_version=2), "format_version 2 differs"),
         (lambda h: h["model"].update(num_classes="ten"), "'num_classes' must be a int"),
-        (lambda h: h["plan"].update(layers=[1]), "header: plan: not a compression plan"),
-        (lambda h: h["layers"][0].update(bits=9.5), "layer conv1 'bits' must be a int"),
-        (lambda h: h["layers"][0].update(bits=17), "layer conv1 'bits' must be 1..15, 16 or 32"),
+        (lambda h: h["layers"][0].update(bits=9.5), "layer fc1 'bits' must be a int"),
+        (lambda h: h["layers"][0].update(bits=17), "layer fc1 'bits' must be 1..15, 16 or 32"),
         (lambda h: h["layers"][1].update(encoding="rle"), "unknown position encoding 'rle'"),
         (lambda h: h["layers"][1].update(shape=[-1, 2]), "must be a list of non-negative ints"),
         (lambda h: h["layers"][1].update(shape=[2**20, 2**20]), "more than 2147483647 elem"),
-        (lambda h: h["layers"].append(h["layers"][0]), "layer conv1 appears twice"),
-        (lambda h: h["layers"][2].update(values=[0]), r"'values' must be \[offset, nbytes\]"),
-        (lambda h: h["layers"][2]["values"].__setitem__(0, -1), "fc1 values: .* at offset -1"),
-        (lambda h: h["layers"][3]["act"].update(bits=1), "layer fc2 act 'bits' must be 2..16"),
-        (lambda h: h["layers"][3]["act"].pop("signed"), "layer fc2 act has no 'signed'"),
-        (lambda h: h["layers"][3].update(nonzero=7), "fc2: decodes to .* nonzero weights, .* 7"),
+        (lambda h: h["layers"].append(h["layers"][0]), "layer fc1 appears twice"),
+        (lambda h: h["layers"][1].update(values=[0]), r"'values' must be \[offset, nbytes\]"),
+        (lambda h: h["layers"][1]["values"].__setitem__(0, -1), "fc2 values: .* at offset -1"),
+        (lambda h: h["layers"][0]["act"].update(bits=1), "layer fc1 act 'bits' must be 2..16"),
+        (lambda h: h["layers"][0]["act"].pop("signed"), "layer fc1 act has no 'signed'"),
+        (lambda h: h["layers"][2].update(nonzero=7), "fc3: decodes to .* nonzero weights, .* 7"),
+        (lambda h: h["layers"][1].update(bias_channels="some"), "must be 'live' or 'all'"),
+        (_more_stored, r"^layer fc1 values: 66 bytes, its fields need 69$"),
+        (lambda h: h["layers"][1]["scale"].__setitem__(1, 2), "^layer fc2 scales: 2 bytes"),
     ],
 )
-def test_inconsistent_headers(plain: tuple[dict[str, Any], bytes], change: Any, match: str) -> None:
-    _raises(_tampered(plain, change), match)
-
-
-@pytest.mark.parametrize(
-    ("layer", "field", "value", "match"),
-    [
-        (  # an extra empty row fits the stored bytes: the model's shape refuses it
-            2,
-            "shape",
-            [501, 800],
-            r"fc1.weight has shape \(501, 800\) in the file, \(500, 800\) here",
-        ),
-        (
-            2,
-            "bias_channels",
-            "some",
-            r"layer fc1 'bias_channels' must be 'live' or 'all', got 'some'",
-        ),
-        (3, "shape", [11, 500], "layer fc2: dense encoding stores all 5500 values, not 5000"),
-        (
-            2,
-            "stored",
-            1,
-            r"layer fc1 values: the table says \d+ bytes at offset \d+, its shape needs 1$",
-        ),
-    ],
-)
-def test_byte_counts_that_do_not_match_shapes(
-    plain: tuple[dict[str, Any], bytes], layer: int, field: str, value: Any, match: str
+def test_inconsistent_headers(
+    legacy: tuple[dict[str, Any], bytes], change: Any, match: str
 ) -> None:
-    _raises(_tampered(plain, lambda h: h["layers"][layer].update({field: value})), match)
+    _raises(_tampered(legacy, change), match)
 
 
-def test_a_stored_count_one_too_many(plain: tuple[dict[str, Any], bytes]) -> None:
-    def one_more(h: dict[str, Any]) -> None:
-        h["layers"][2]["stored"] += 4  # fc1: 2-bit values take one byte more
-
-    _raises(
-        _tampered(plain, one_more),
-        r"layer fc1 values: the table says \d+ bytes at offset \d+, its shape needs \d+",
-    )
-
-
-def test_body_shorter_than_the_table(plain: tuple[dict[str, Any], bytes]) -> None:
-    header, body = plain
-    fc2_values = header["layers"][3]["values"]
-    cut = fc2_values[0] + 10
+def test_body_shorter_than_the_table(legacy: tuple[dict[str, Any], bytes]) -> None:
+    header, body = legacy
+    cut = header["layers"][2]["values"][0] + 10
     message = _raises(
         _with_header(header, body[:cut]),
-        "file is truncated: expected 3125 bytes for layer fc2 values at offset",
+        "file is truncated: expected 480 bytes for layer fc3 values at offset",
     )
     assert message.endswith("got 10")
-
-
-def test_corrupt_codes_are_caught(plain: tuple[dict[str, Any], bytes]) -> None:
-    header, body = plain
-    offset = header["layers"][3]["values"][0]  # fc2: 5-bit codes, 0..30 valid
-    corrupt = body[:offset] + b"\xff" + body[offset + 1 :]
-    _raises(_with_header(header, corrupt), "layer fc2: a 5-bit code field holds 31 > 30")
 
 
 def test_a_file_for_another_model(lenet: tuple[nn.Module, bytes], net_spec: ModelSpec) -> None:
@@ -606,11 +708,12 @@ def test_a_file_for_another_model(lenet: tuple[nn.Module, bytes], net_spec: Mode
 
 def test_a_file_whose_other_tensors_differ(net_spec: ModelSpec) -> None:
     student = _student(net_spec, NET_PLAN, steps=1)
-    header, body = _header_and_body(pack(student, NET_PLAN, net_spec, codec="none"))
-    (offset,) = [t for t in header["tensors"] if t["name"] == "offset"]
-    offset["name"] = "bias"
+    stored = _stored(pack(student, NET_PLAN, net_spec, codec="none"))
+    tensors = tuple(
+        dataclasses.replace(t, name="bias") if t.name == "offset" else t for t in stored.tensors
+    )
     _raises(
-        _with_header(header, body),
+        _seal(artifact_layout.encode(dataclasses.replace(stored, tensors=tensors))),
         r"the other tensors differ: only the file has \['bias'\]; only the model has \['offset'\]",
     )
 

@@ -1,0 +1,280 @@
+"""The bytes of a format-4 payload: fixed binary records, each followed by its blobs.
+
+Versions 1-3 had a JSON header with an offset for every blob (``artifact_json``). Near 400x
+that header was 1.4 KB of a LeNet-5 file, 580 bytes after the codec: 13% of a 4.3 KB model. In
+format 4 every length follows from the fields before it, so nothing stores an offset, and a
+layer costs about 30 bytes of fields before the codec. The layout is in docs/FORMAT.md; this
+module only moves bytes (``artifact`` decodes codes and checks what they mean).
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from autocompress import bitpack
+from autocompress.errors import ArtifactError
+from autocompress.quantize import FLOAT_BITS, FP16_BITS, INT_BITS
+
+MAX_ELEMENTS = 2**31 - 1  # per tensor: bounds what a damaged or hostile file can allocate
+
+# dtypes of the tensors outside the compressible layers: name -> (code, little-endian numpy)
+DTYPES = {
+    "float32": (0, "<f4"),
+    "float16": (1, "<f2"),
+    "float64": (2, "<f8"),
+    "int64": (3, "<i8"),
+    "int32": (4, "<i4"),
+    "int16": (5, "<i2"),
+    "int8": (6, "i1"),
+    "uint8": (7, "u1"),
+    "bool": (8, "?"),
+}
+_DTYPE_NAMES = {code: name for name, (code, _) in DTYPES.items()}
+_KINDS = {"dense": 0, "bitmap": 1, "delta": 2}
+_KIND_NAMES = {code: name for name, code in _KINDS.items()}
+# layer flags
+_BIAS, _BIAS_LIVE, _ACT, _ACT_SIGNED, _ACT_INITIALIZED = 1, 2, 4, 8, 16
+_LAYER = struct.Struct("<BBBIIBB")  # bits, kind, gap bits, stored, live, flags, act bits
+
+
+@dataclass(frozen=True)
+class StoredAct:
+    """A layer's input quantizer as stored; ``scale`` is one float32 for 2..15 bits, else b""."""
+
+    bits: int
+    signed: bool
+    initialized: bool
+    scale: bytes
+
+
+@dataclass(frozen=True)
+class StoredLayer:
+    """One compressible layer as the file holds it: its fields and raw blobs, nothing decoded.
+
+    ``live`` is the number of output channels with a scale (format 4 stores it, so a layer's
+    bytes can be split without decoding its codes); None when the codes must tell (versions
+    1-3). ``nonzero`` is the weight's nonzero count that versions 1-3 stored as a check.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    bits: int
+    encoding: str
+    stored: int
+    values: bytes
+    index: bytes
+    live: int | None
+    scale: bytes
+    bias: bytes | None
+    bias_live_only: bool
+    act: StoredAct | None
+    nonzero: int | None = None
+
+
+@dataclass(frozen=True)
+class StoredTensor:
+    """A parameter or buffer outside the compressible layers: its exact little-endian bytes."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    data: bytes
+
+
+@dataclass(frozen=True)
+class StoredModel:
+    """A whole payload: what ``models.build_model`` needs, then every layer and tensor."""
+
+    model: str
+    input_shape: tuple[int, ...]
+    num_classes: int
+    layers: tuple[StoredLayer, ...]
+    tensors: tuple[StoredTensor, ...]
+
+
+def check_bits(bits: int, where: str) -> None:
+    if bits not in INT_BITS and bits not in (FP16_BITS, FLOAT_BITS):
+        raise ArtifactError(f"{where} 'bits' must be 1..15, 16 or 32, got {bits}")
+
+
+def check_shape(shape: tuple[int, ...], where: str) -> None:
+    if math.prod(shape) > MAX_ELEMENTS:
+        raise ArtifactError(f"{where} shape {list(shape)} has more than {MAX_ELEMENTS} elements")
+
+
+def values_size(stored: int, bits: int) -> int:
+    """Bytes of ``stored`` values at a layer's width."""
+    if bits == FLOAT_BITS:
+        return 4 * stored
+    if bits == FP16_BITS:
+        return 2 * stored
+    return bitpack.packed_size(stored, bits)
+
+
+def float_field_bytes(bits: int) -> int:
+    """Width of a scale or bias field in format 2 and later: float16 unless the layer is
+    float32 (the file's side of ``size.layer_float_bits``)."""
+    return 4 if bits == FLOAT_BITS else 2
+
+
+# --- writing --------------------------------------------------------------------------------
+
+
+def encode(model: StoredModel) -> bytes:
+    """The format-4 payload of ``model`` (before the codec)."""
+    out = bytearray()
+    out += _text(model.model) + _dims(model.input_shape) + struct.pack("<I", model.num_classes)
+    out += struct.pack("<H", len(model.layers))
+    for layer in model.layers:
+        out += _text(layer.name) + _dims(layer.shape) + _layer_fields(layer)
+        out += layer.values + layer.index + layer.scale + (layer.bias or b"")
+        out += layer.act.scale if layer.act is not None else b""
+    out += struct.pack("<H", len(model.tensors))
+    for tensor in model.tensors:
+        code = DTYPES[tensor.dtype][0]
+        out += _text(tensor.name) + struct.pack("<B", code) + _dims(tensor.shape) + tensor.data
+    return bytes(out)
+
+
+def _text(value: str) -> bytes:
+    raw = value.encode()
+    return struct.pack("<H", len(raw)) + raw
+
+
+def _dims(shape: tuple[int, ...]) -> bytes:
+    return struct.pack(f"<B{len(shape)}I", len(shape), *shape)
+
+
+def _layer_fields(layer: StoredLayer) -> bytes:
+    kind, gap_bits = bitpack.parse_encoding(layer.encoding)
+    if layer.live is None:
+        raise ValueError(f"layer {layer.name}: format 4 stores its live channel count")
+    act = layer.act
+    flags = (
+        (_BIAS if layer.bias is not None else 0)
+        | (_BIAS_LIVE if layer.bias is not None and layer.bias_live_only else 0)
+        | (_ACT if act is not None else 0)
+        | (_ACT_SIGNED if act is not None and act.signed else 0)
+        | (_ACT_INITIALIZED if act is not None and act.initialized else 0)
+    )
+    return _LAYER.pack(
+        layer.bits,
+        _KINDS[kind],
+        gap_bits,
+        layer.stored,
+        layer.live,
+        flags,
+        act.bits if act is not None else 0,
+    )
+
+
+# --- reading --------------------------------------------------------------------------------
+
+
+class _Cursor:
+    """Reads the payload front to back; running short is a one-line 'truncated' error."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.at = 0
+
+    def take(self, nbytes: int, what: str) -> bytes:
+        got = max(0, min(nbytes, len(self.data) - self.at))
+        if got < nbytes:
+            raise ArtifactError(
+                f"file is truncated: expected {nbytes} bytes for {what} at offset {self.at}, "
+                f"got {got}"
+            )
+        self.at += nbytes
+        return self.data[self.at - nbytes : self.at]
+
+    def fields(self, layout: struct.Struct, what: str) -> tuple[int, ...]:
+        return layout.unpack(self.take(layout.size, what))
+
+    def text(self, what: str) -> str:
+        (length,) = self.fields(struct.Struct("<H"), what)
+        raw = self.take(length, what)
+        try:
+            return raw.decode()
+        except UnicodeDecodeError:
+            raise ArtifactError(f"{what} is not UTF-8: {raw!r:.60}") from None
+
+    def dims(self, what: str) -> tuple[int, ...]:
+        (count,) = self.fields(struct.Struct("<B"), f"{what} shape")
+        shape: tuple[int, ...] = self.fields(struct.Struct(f"<{count}I"), f"{what} shape")
+        check_shape(shape, what)
+        return shape
+
+
+def decode(payload: bytes) -> StoredModel:
+    """Split a format-4 payload into its records and blobs; ArtifactError if it cannot be one."""
+    cursor = _Cursor(payload)
+    model = cursor.text("model name")
+    input_shape = cursor.dims("model input")
+    (num_classes,) = cursor.fields(struct.Struct("<I"), "number of classes")
+    (count,) = cursor.fields(struct.Struct("<H"), "number of layers")
+    layers = tuple(_decode_layer(cursor, i) for i in range(count))
+    (count,) = cursor.fields(struct.Struct("<H"), "number of tensors")
+    tensors = tuple(_decode_tensor(cursor, i) for i in range(count))
+    if cursor.at != len(payload):
+        raise ArtifactError(
+            f"file is corrupt: {len(payload) - cursor.at} bytes after the last tensor"
+        )
+    return StoredModel(model, input_shape, num_classes, layers, tensors)
+
+
+def _decode_layer(cursor: _Cursor, i: int) -> StoredLayer:
+    name = cursor.text(f"layer {i} name")
+    where = f"layer {name}"
+    shape = cursor.dims(where)
+    if not shape:
+        raise ArtifactError(f"{where} shape must have at least one dimension")
+    bits, kind, gap_bits, stored, live, flags, act_bits = cursor.fields(_LAYER, f"{where} fields")
+    check_bits(bits, where)
+    if kind not in _KIND_NAMES:
+        raise ArtifactError(f"{where} encoding kind must be 0, 1 or 2, got {kind}")
+    encoding = f"delta{gap_bits}" if _KIND_NAMES[kind] == "delta" else _KIND_NAMES[kind]
+    try:
+        index_bytes = bitpack.index_size(encoding, math.prod(shape), stored)
+    except ValueError as exc:
+        raise ArtifactError(f"{where}: {exc}") from None
+    if live > shape[0]:
+        raise ArtifactError(f"{where}: {live} live channels of {shape[0]}")
+    if flags & ~(_BIAS | _BIAS_LIVE | _ACT | _ACT_SIGNED | _ACT_INITIALIZED):
+        raise ArtifactError(f"{where} flags {flags:#04x} set an unknown bit")
+    values = cursor.take(values_size(stored, bits), f"{where} values")
+    index = cursor.take(index_bytes, f"{where} index")
+    width = float_field_bytes(bits)
+    scale = cursor.take(width * live, f"{where} scales") if bits in INT_BITS else b""
+    bias = None
+    if flags & _BIAS:
+        channels = live if flags & _BIAS_LIVE else shape[0]
+        bias = cursor.take(width * channels, f"{where} bias")
+    act = None
+    if flags & _ACT:
+        if not 2 <= act_bits <= FP16_BITS:
+            raise ArtifactError(f"{where} act 'bits' must be 2..16, got {act_bits}")
+        act_scale = cursor.take(4, f"{where} act scale") if act_bits != FP16_BITS else b""
+        act = StoredAct(
+            act_bits, bool(flags & _ACT_SIGNED), bool(flags & _ACT_INITIALIZED), act_scale
+        )
+    return StoredLayer(
+        name, shape, bits, encoding, stored, values, index, live, scale, bias,
+        bool(flags & _BIAS_LIVE), act,
+    )  # fmt: skip
+
+
+def _decode_tensor(cursor: _Cursor, i: int) -> StoredTensor:
+    name = cursor.text(f"tensor {i} name")
+    where = f"tensor {name}"
+    (code,) = cursor.fields(struct.Struct("<B"), f"{where} dtype")
+    if code not in _DTYPE_NAMES:
+        raise ArtifactError(f"{where} has unknown dtype code {code}")
+    dtype = _DTYPE_NAMES[code]
+    shape = cursor.dims(where)
+    itemsize = np.dtype(DTYPES[dtype][1]).itemsize
+    return StoredTensor(name, dtype, shape, cursor.take(math.prod(shape) * itemsize, where))
