@@ -30,17 +30,23 @@ def compressible_layer(model: nn.Module, name: str, field: str) -> nn.Module:
 def magnitude_mask(weight: Tensor, ratio: float) -> Tensor:
     """A float mask of ``weight``'s shape with exactly ``round(ratio * numel)`` zeros.
 
-    The zeros sit at the smallest ``|w|``; a stable sort breaks ties by flat (row-major)
-    position, so the same weight always gives the same mask and the count is exact even when
-    many weights are equal (e.g. already zero).
+    The zeros sit at the smallest ``|w|``; of equal magnitudes at the threshold the lowest flat
+    (row-major) positions go first, so the same weight always gives the same mask and the count
+    is exact even when many weights are equal (e.g. already zero): the mask a stable sort would
+    give. A selection (``kthvalue``) finds the threshold instead of sorting: the sort of
+    LeNet-300-100's 235,200 fc1 weights was most of a trial's compression step.
     """
     if not 0.0 <= ratio <= 1.0:
         raise ValueError(f"ratio must be in [0, 1], got {ratio}")
-    flat = weight.detach().reshape(-1)
-    n_zero = round(ratio * flat.numel())
-    mask = torch.ones_like(flat)
-    order = torch.argsort(flat.abs(), stable=True)
-    mask[order[:n_zero]] = 0.0
+    magnitude = weight.detach().reshape(-1).abs()
+    n_zero = round(ratio * magnitude.numel())
+    mask = torch.ones_like(magnitude)
+    if n_zero:
+        threshold = torch.kthvalue(magnitude, n_zero).values
+        below = magnitude < threshold
+        ties = torch.nonzero(magnitude == threshold).reshape(-1)
+        mask[below] = 0.0
+        mask[ties[: n_zero - int(below.sum())]] = 0.0
     return mask.reshape(weight.shape)
 
 

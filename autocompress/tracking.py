@@ -125,17 +125,17 @@ class Tracker:
         name: str | None = None,
         epochs: EpochLog | None = None,
     ) -> None:
-        """The epochs still held back, then final metrics, tags and name in one batch, then
-        status FINISHED, FAILED or KILLED."""
-        if epochs is not None:
-            epochs.flush()
-        all_tags = {**(tags or {}), **({MLFLOW_RUN_NAME: name} if name else {})}
+        """The epochs still held back, final metrics, tags and name in one batch (more when
+        over MLflow's batch limit), then status FINISHED, FAILED or KILLED."""
         stamp = _now_ms()
-        self.client.log_batch(
-            run_id,
-            metrics=[Metric(k, float(v), stamp, 0) for k, v in (metrics or {}).items()],
-            tags=[RunTag(k, str(v)) for k, v in all_tags.items()],
-        )
+        items = [*(epochs.take() if epochs is not None else [])]
+        items += [Metric(k, float(v), stamp, 0) for k, v in (metrics or {}).items()]
+        all_tags = {**(tags or {}), **({MLFLOW_RUN_NAME: name} if name else {})}
+        run_tags = [RunTag(k, str(v)) for k, v in all_tags.items()]
+        for i in range(0, max(len(items), 1), _MAX_BATCH):
+            self.client.log_batch(
+                run_id, metrics=items[i : i + _MAX_BATCH], tags=run_tags if i == 0 else []
+            )
         self.client.set_terminated(run_id, status=status)
 
     def log_dict(self, run_id: str, data: dict[str, Any], artifact_file: str) -> None:
@@ -203,6 +203,11 @@ class EpochLog:
 
     def flush(self) -> None:
         if self._pending:
-            self.tracker.write_metrics(self.run_id, self._pending)
-            self._pending = []
+            self.tracker.write_metrics(self.run_id, self.take())
         self._written = time.monotonic()
+
+    def take(self) -> list[Metric]:
+        """The metrics held back, now the caller's to write (``Tracker.end``: with the final
+        ones, one transaction fewer per trial)."""
+        pending, self._pending = self._pending, []
+        return pending

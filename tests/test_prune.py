@@ -70,6 +70,9 @@ def test_magnitude_mask_with_ties_is_exact_and_deterministic(
     assert int((mask == 0).sum()) == round(ratio * weight.numel())
     _assert_smallest_zeroed(weight, mask)
     assert torch.equal(mask, magnitude_mask(weight.clone(), ratio))
+    # the mask of a stable sort: of equal magnitudes, the lowest positions are zeroed first
+    order = torch.argsort(weight.abs(), stable=True)[: round(ratio * weight.numel())]
+    assert torch.equal(mask, torch.ones_like(weight).index_fill_(0, order, 0.0))
 
 
 def test_magnitude_mask_rejects_ratio_outside_unit_interval() -> None:

@@ -38,3 +38,19 @@ def test_epoch_log_holds_epochs_back_and_end_writes_them(tmp_path: Path) -> None
     tracker.end(live, "KILLED", {"state": "PRUNED"}, epochs=epochs)
     assert _steps(client, live, "val_accuracy") == [1, 2]
     assert client.get_run(live).info.status == "KILLED"
+
+
+def test_end_writes_more_than_one_batch_of_held_back_epochs(tmp_path: Path) -> None:
+    """MLflow takes at most 100 metrics per batch: a long trial's held-back curve is split."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = Tracker(uri, "exp", tmp_path / "artifacts")
+    run = tracker.start_trial(tracker.open_parent(None, "study"), 0, {}, {"layers": {}})
+    epochs = tracker.epoch_log(run, every_s=3600.0)
+    for epoch in range(1, 131):
+        epochs.log({"val_accuracy": epoch / 200}, step=epoch)
+    tracker.end(run, "FINISHED", {"state": "COMPLETE"}, {"accuracy": 0.65}, "trial-000", epochs)
+    client = MlflowClient(tracking_uri=uri)
+    assert _steps(client, run, "val_accuracy") == list(range(1, 131))
+    finished = client.get_run(run)
+    assert finished.data.metrics["accuracy"] == 0.65 and finished.data.tags["state"] == "COMPLETE"
+    assert finished.info.run_name == "trial-000" and finished.info.status == "FINISHED"
