@@ -16,6 +16,7 @@ import lzma
 import math
 import struct
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,6 @@ from autocompress.artifact_layout import (
     StoredLayer,
     StoredModel,
     StoredTensor,
-    float_field_bytes,
     values_size,
 )
 from autocompress.errors import ArtifactError, AutocompressError
@@ -49,7 +49,13 @@ from autocompress.quantize import (
     quantize_,
     weight_quantizer,
 )
-from autocompress.size import bias_of_live_only, cheapest_encoding, live_channels
+from autocompress.size import (
+    FLOAT_FIELD_BITS,
+    bias_of_live_only,
+    cheapest_encoding,
+    layer_float_bits,
+    live_channels,
+)
 from autocompress.structured import prune_channels_
 
 __all__ = [
@@ -154,8 +160,7 @@ def pack(
     layers: 32 bits), so the file describes the model that was measured. The plan itself is
     not stored: the run that made the file logs it, and loading needs only the layers.
     """
-    if codec not in CODECS:
-        raise ArtifactError(f"unknown codec {codec!r}; choose from {', '.join(CODECS)}")
+    _check_codec(codec)
     layers = compressible_layers(student)
     unknown = sorted(set(plan.layers) - set(layers))
     if unknown:
@@ -166,7 +171,7 @@ def pack(
             input_shape=tuple(int(d) for d in model_spec.input_shape),
             num_classes=int(model_spec.num_classes),
             layers=tuple(_stored_layer(name, layer, plan) for name, layer in layers.items()),
-            tensors=tuple(_stored_tensors(student, set(layers))),
+            tensors=tuple(_stored_tensors(_other_tensors(student, set(layers)))),
         )
     return _seal(artifact_layout.encode(stored), codec)
 
@@ -197,7 +202,7 @@ def _stored_layer(name: str, layer: nn.Module, plan: CompressionPlan) -> StoredL
         values,
         scales,
         _float32(bias, name, "bias") if isinstance(bias, Tensor) else None,
-        _stored_act(act) if isinstance(act, ActFakeQuant) else None,
+        _stored_act(_act_state(act)) if isinstance(act, ActFakeQuant) else None,
     )
 
 
@@ -238,25 +243,31 @@ def _layer_record(
     )
 
 
-def _stored_act(act: ActFakeQuant) -> StoredAct:
-    scale = b"" if act.bits == FP16_BITS else _f32_bytes(act.scale_src)
-    return StoredAct(act.bits, bool(act.signed), bool(act.initialized), scale)
+def _act_state(act: ActFakeQuant) -> ActState:
+    scale_src = None if act.bits == FP16_BITS else act.scale_src
+    return ActState(act.bits, bool(act.signed), bool(act.initialized), scale_src)
 
 
-def _stored_tensors(model: nn.Module, layer_names: set[str]) -> list[StoredTensor]:
+def _stored_act(act: ActState) -> StoredAct:
+    scale = b"" if act.scale_src is None else _f32_bytes(act.scale_src)
+    return StoredAct(act.bits, act.signed, act.initialized, scale)
+
+
+def _stored_tensors(named: Iterable[tuple[str, Tensor]]) -> list[StoredTensor]:
+    """Each tensor's exact bytes, little-endian, row-major."""
     stored = []
-    for name, tensor in _other_tensors(model, layer_names):
+    for name, tensor in named:
         dtype = str(tensor.dtype).removeprefix("torch.")
         if dtype not in DTYPES:
             raise ArtifactError(f"cannot pack {name}: dtype {dtype} is not supported")
-        stored.append(StoredTensor(name, dtype, tuple(tensor.shape), _raw(tensor)))
+        raw = tensor.detach().cpu().numpy().astype(DTYPES[dtype][1]).tobytes()
+        stored.append(StoredTensor(name, dtype, tuple(tensor.shape), raw))
     return stored
 
 
-def _raw(tensor: Tensor) -> bytes:
-    """A tensor's exact bytes, little-endian, row-major."""
-    dtype = DTYPES[str(tensor.dtype).removeprefix("torch.")][1]
-    return tensor.detach().cpu().numpy().astype(dtype).tobytes()
+def _check_codec(codec: str) -> None:
+    if codec not in CODECS:
+        raise ArtifactError(f"unknown codec {codec!r}; choose from {', '.join(CODECS)}")
 
 
 def upgrade(data: bytes, *, codec: str = DEFAULT_CODEC) -> bytes:
@@ -265,26 +276,16 @@ def upgrade(data: bytes, *, codec: str = DEFAULT_CODEC) -> bytes:
     Format 4 files are about 10% smaller than format 3 near 400x (docs/FORMAT.md). A format-1
     file's float32 scales and biases are refused: format 2 and later store float16 ones.
     """
-    if codec not in CODECS:
-        raise ArtifactError(f"unknown codec {codec!r}; choose from {', '.join(CODECS)}")
+    _check_codec(codec)
     old = unpack(data)
     layers = []
     for name, layer in old.layers.items():
-        act = None
-        if layer.act is not None:
-            src = layer.act.scale_src
-            scale = b"" if src is None else _f32_bytes(src)
-            act = StoredAct(layer.act.bits, layer.act.signed, layer.act.initialized, scale)
+        act = None if layer.act is None else _stored_act(layer.act)
         values = layer.codes if layer.codes is not None else layer.weight
         layers.append(_layer_record(name, layer.info.bits, values, layer.scale, layer.bias, act))
     spec = old.spec
-    tensors = [
-        StoredTensor(name, str(t.dtype).removeprefix("torch."), tuple(t.shape), _raw(t))
-        for name, t in old.tensors.items()
-    ]
-    stored = StoredModel(
-        spec.model, spec.input_shape, spec.num_classes, tuple(layers), tuple(tensors)
-    )
+    tensors = tuple(_stored_tensors(old.tensors.items()))
+    stored = StoredModel(spec.model, spec.input_shape, spec.num_classes, tuple(layers), tensors)
     return _seal(artifact_layout.encode(stored), codec)
 
 
@@ -332,7 +333,7 @@ def _float32(tensor: Any, name: str, what: str) -> Tensor:
 def _float_field_bytes(tensor: Tensor, bits: int, name: str, what: str) -> bytes:
     """Scales or bias at the layer's float field width; float16 fields must already hold
     float16 values (``quantize_`` sees to it), so nothing changes."""
-    if float_field_bytes(bits) == 4:
+    if layer_float_bits(bits) == FLOAT_FIELD_BITS:
         return _f32_bytes(tensor)
     if not torch.equal(fp16_grid(tensor), tensor):
         raise ArtifactError(f"cannot pack layer {name}: its {what} are not float16 values")
@@ -560,12 +561,8 @@ def _decode_values(raw: bytes, stored: int, bits: int) -> np.ndarray:
 
 def _decode_layer(stored: StoredLayer, version: int) -> LayerData:
     where = f"layer {stored.name}"
-    shape, bits, numel, channels = (
-        stored.shape,
-        stored.bits,
-        math.prod(stored.shape),
-        stored.shape[0],
-    )
+    shape, bits = stored.shape, stored.bits
+    numel, channels = math.prod(shape), shape[0]
     try:
         _check_length(stored.values, values_size(stored.stored, bits), f"{where} values")
         expected = bitpack.index_size(stored.encoding, numel, stored.stored)
@@ -583,7 +580,7 @@ def _decode_layer(stored: StoredLayer, version: int) -> LayerData:
             f"{where}: the codes have {int(live.sum())} live channels, the fields say {stored.live}"
         )
     encoded_bytes = len(stored.index) + len(stored.values)
-    width = 4 if version == 1 else float_field_bytes(bits)
+    width = 4 if version == 1 else layer_float_bits(bits) // 8
     codes = scale = None
     if bits in INT_BITS:
         codes = torch.from_numpy(flat).reshape(shape)
@@ -591,10 +588,10 @@ def _decode_layer(stored: StoredLayer, version: int) -> LayerData:
         weight = _dequantize(codes, scale)
     else:
         weight = torch.from_numpy(flat).reshape(shape)
-    if stored.nonzero is not None and int(torch.count_nonzero(weight)) != stored.nonzero:
+    nonzero = int(torch.count_nonzero(weight))
+    if stored.nonzero is not None and nonzero != stored.nonzero:
         raise ArtifactError(
-            f"{where}: decodes to {int(torch.count_nonzero(weight))} nonzero weights, "
-            f"the header says {stored.nonzero}"
+            f"{where}: decodes to {nonzero} nonzero weights, the header says {stored.nonzero}"
         )
     bias = None
     if stored.bias is not None:
@@ -614,7 +611,7 @@ def _decode_layer(stored: StoredLayer, version: int) -> LayerData:
         name=stored.name,
         shape=shape,
         bits=bits,
-        kept=int(torch.count_nonzero(weight)) / numel if numel else 0.0,
+        kept=nonzero / numel if numel else 0.0,
         encoding=stored.encoding,
         encoded_bytes=encoded_bytes,
         act_bits=FLOAT_BITS if act is None else act.bits,

@@ -18,6 +18,7 @@ from autocompress.artifact_layout import (
     StoredLayer,
     StoredModel,
     StoredTensor,
+    check_act_bits,
     check_bits,
     check_shape,
 )
@@ -106,8 +107,7 @@ def _act(entry: dict[str, Any], body: bytes, where: str) -> StoredAct | None:
         return None
     where = f"{where} act"
     bits = _get(raw, "bits", int, where)
-    if not 2 <= bits <= 16:
-        raise ArtifactError(f"{where} 'bits' must be 2..16, got {bits}")
+    check_act_bits(bits, where)
     return StoredAct(
         bits=bits,
         signed=_get(raw, "signed", bool, where),

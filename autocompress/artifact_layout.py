@@ -18,6 +18,7 @@ import numpy as np
 from autocompress import bitpack
 from autocompress.errors import ArtifactError
 from autocompress.quantize import FLOAT_BITS, FP16_BITS, INT_BITS
+from autocompress.size import layer_float_bits
 
 MAX_ELEMENTS = 2**31 - 1  # per tensor: bounds what a damaged or hostile file can allocate
 
@@ -101,6 +102,11 @@ def check_bits(bits: int, where: str) -> None:
         raise ArtifactError(f"{where} 'bits' must be 1..15, 16 or 32, got {bits}")
 
 
+def check_act_bits(bits: int, where: str) -> None:
+    if not 2 <= bits <= FP16_BITS:
+        raise ArtifactError(f"{where} 'bits' must be 2..16, got {bits}")
+
+
 def check_shape(shape: tuple[int, ...], where: str) -> None:
     if math.prod(shape) > MAX_ELEMENTS:
         raise ArtifactError(f"{where} shape {list(shape)} has more than {MAX_ELEMENTS} elements")
@@ -113,12 +119,6 @@ def values_size(stored: int, bits: int) -> int:
     if bits == FP16_BITS:
         return 2 * stored
     return bitpack.packed_size(stored, bits)
-
-
-def float_field_bytes(bits: int) -> int:
-    """Width of a scale or bias field in format 2 and later: float16 unless the layer is
-    float32 (the file's side of ``size.layer_float_bits``)."""
-    return 4 if bits == FLOAT_BITS else 2
 
 
 # --- writing --------------------------------------------------------------------------------
@@ -248,7 +248,7 @@ def _decode_layer(cursor: _Cursor, i: int) -> StoredLayer:
         raise ArtifactError(f"{where} flags {flags:#04x} set an unknown bit")
     values = cursor.take(values_size(stored, bits), f"{where} values")
     index = cursor.take(index_bytes, f"{where} index")
-    width = float_field_bytes(bits)
+    width = layer_float_bits(bits) // 8
     scale = cursor.take(width * live, f"{where} scales") if bits in INT_BITS else b""
     bias = None
     if flags & _BIAS:
@@ -256,8 +256,7 @@ def _decode_layer(cursor: _Cursor, i: int) -> StoredLayer:
         bias = cursor.take(width * channels, f"{where} bias")
     act = None
     if flags & _ACT:
-        if not 2 <= act_bits <= FP16_BITS:
-            raise ArtifactError(f"{where} act 'bits' must be 2..16, got {act_bits}")
+        check_act_bits(act_bits, f"{where} act")
         act_scale = cursor.take(4, f"{where} act scale") if act_bits != FP16_BITS else b""
         act = StoredAct(
             act_bits, bool(flags & _ACT_SIGNED), bool(flags & _ACT_INITIALIZED), act_scale
