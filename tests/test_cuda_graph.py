@@ -36,9 +36,20 @@ def _fit(model, data, logits, cuda_graph: bool, gradual: bool = False):  # type:
     )  # fmt: skip
 
 
+def _masks_and_weights(model):  # type: ignore[no-untyped-def]
+    """Each compressible layer's pruning mask and its (unmasked) weight."""
+    layers = dict(model.named_modules())
+    chains = [layers[name].parametrizations.weight for name in compressible_layers(model)]
+    return [(chain[0].mask, chain.original) for chain in chains]
+
+
+@torch.no_grad()
+def _relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / a.norm())
+
+
 @cuda
-@pytest.mark.parametrize("gradual", [False, True])
-def test_graphed_fine_tuning_matches_eager(gradual: bool) -> None:
+def test_graphed_fine_tuning_matches_eager() -> None:
     """Same student, data and seed: every epoch's training loss within 1e-3 relative and the
     final weights within 1% (relative norm of the difference). Float rounding (a float32
     learning rate, Adam's capturable arithmetic) moved the loss by 2e-5 on an H100 and flipped
@@ -48,12 +59,36 @@ def test_graphed_fine_tuning_matches_eager(gradual: bool) -> None:
     partial batch of 41, which runs eagerly between replays."""
     eager_model, data, logits = _student_and_data(0)
     graphed_model, _, _ = _student_and_data(0)
-    eager = _fit(eager_model, data, logits, cuda_graph=False, gradual=gradual)
-    graphed = _fit(graphed_model, data, logits, cuda_graph=True, gradual=gradual)
+    eager = _fit(eager_model, data, logits, cuda_graph=False)
+    graphed = _fit(graphed_model, data, logits, cuda_graph=True)
     for e, g in zip(eager, graphed, strict=True):
         assert g.loss == pytest.approx(e.loss, rel=1e-3), e.epoch
     e_weights, g_weights = (
         torch.cat([t.flatten() for t in model.state_dict().values()])
         for model in (eager_model, graphed_model)
     )
-    assert float((g_weights - e_weights).norm() / e_weights.norm()) < 1e-2
+    assert _relative_difference(e_weights, g_weights) < 1e-2
+
+
+@cuda
+def test_graphed_gradual_pruning_follows_the_masks() -> None:
+    """The masks change between replays (``GradualPruning`` rewrites them in place), and the
+    graph must read the new ones. The ramp picks each step's zeros by magnitude, so rounding
+    between the two runs moves a few weights at the threshold across it: on an H100, 28 mask
+    entries of 50,432 differed after 4 epochs (0.06%), which put 7% into the whole state's
+    relative difference. So the masks are compared by agreement, and each layer's weights where
+    both keep them within 2% (on the H100 up to 1.1% here, and 0.9% without the ramp); every
+    planned zero is in place in both."""
+    eager_model, data, logits = _student_and_data(0)
+    graphed_model, _, _ = _student_and_data(0)
+    planned = [int((mask == 0).sum()) for mask, _ in _masks_and_weights(eager_model)]
+    eager = _fit(eager_model, data, logits, cuda_graph=False, gradual=True)
+    graphed = _fit(graphed_model, data, logits, cuda_graph=True, gradual=True)
+    for e, g in zip(eager, graphed, strict=True):
+        assert g.loss == pytest.approx(e.loss, rel=1e-3), e.epoch
+    pairs = zip(_masks_and_weights(eager_model), _masks_and_weights(graphed_model), strict=True)
+    for zeros, ((e_mask, e_weight), (g_mask, g_weight)) in zip(planned, pairs, strict=True):
+        assert int((e_mask == 0).sum()) == int((g_mask == 0).sum()) == zeros
+        assert float((e_mask != g_mask).float().mean()) < 1e-2
+        kept = (e_mask != 0) & (g_mask != 0)
+        assert _relative_difference(e_weight[kept], g_weight[kept]) < 2e-2
