@@ -1,10 +1,12 @@
-"""The bytes of a format-4 payload: fixed binary records, each followed by its blobs.
+"""The bytes of a format-4 or -5 payload: fixed binary records, each followed by its blobs.
 
 Versions 1-3 had a JSON header with an offset for every blob (``artifact_json``). Near 400x
 that header was 1.4 KB of a LeNet-5 file, 580 bytes after the codec: 13% of a 4.3 KB model. In
 format 4 every length follows from the fields before it, so nothing stores an offset, and a
-layer costs about 30 bytes of fields before the codec. The layout is in docs/FORMAT.md; this
-module only moves bytes (``artifact`` decodes codes and checks what they mean).
+layer costs about 30 bytes of fields before the codec. Format 5 is format 4 with a layer flag
+that says its codes, gaps, scales and bias are entropy-coded (``entropy``). The layout is in
+docs/FORMAT.md; this module only moves bytes (``artifact`` decodes codes and checks what they
+mean).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from autocompress import bitpack
+from autocompress import bitpack, entropy
 from autocompress.errors import ArtifactError
 from autocompress.quantize import FLOAT_BITS, FP16_BITS, INT_BITS
 from autocompress.size import layer_float_bits
@@ -38,7 +40,11 @@ _DTYPE_NAMES = {code: name for name, (code, _) in DTYPES.items()}
 _KINDS = {"dense": 0, "bitmap": 1, "delta": 2}
 _KIND_NAMES = {code: name for name, code in _KINDS.items()}
 # layer flags
-_BIAS, _BIAS_LIVE, _ACT, _ACT_SIGNED, _ACT_INITIALIZED = 1, 2, 4, 8, 16
+_BIAS, _BIAS_LIVE, _ACT, _ACT_SIGNED, _ACT_INITIALIZED, _CODED = 1, 2, 4, 8, 16, 32
+_FLAGS_BY_VERSION = {4: 31, 5: 63}  # format 5 adds _CODED (``entropy`` codes the blobs)
+_CODED_LENGTH = struct.Struct("<I")
+_LABELS = {"values": "values", "index": "index", "scale": "scales", "bias": "bias"}
+_MAX_CODED_BITS = 8  # wider codes and gaps: a model of 2**16 symbols per block costs too much
 _LAYER = struct.Struct("<BBBIIBB")  # bits, kind, gap bits, stored, live, flags, act bits
 
 
@@ -125,13 +131,20 @@ def values_size(stored: int, bits: int) -> int:
 
 
 def encode(model: StoredModel) -> bytes:
-    """The format-4 payload of ``model`` (before the codec)."""
+    """The format-5 payload of ``model`` (before the codec)."""
     out = bytearray()
     out += _text(model.model) + _dims(model.input_shape) + struct.pack("<I", model.num_classes)
     out += struct.pack("<H", len(model.layers))
     for layer in model.layers:
-        out += _text(layer.name) + _dims(layer.shape) + _layer_fields(layer)
-        out += layer.values + layer.index + layer.scale + (layer.bias or b"")
+        blobs = {"values": layer.values, "index": layer.index, "scale": layer.scale}
+        blobs["bias"] = layer.bias or b""
+        parts = _coded_parts(layer.bits, layer.encoding, layer.stored, layer.live or 0, layer.bias)
+        coded = _entropy_coded(layer, blobs, parts)
+        out += _text(layer.name) + _dims(layer.shape) + _layer_fields(layer, coded is not None)
+        if coded is not None:
+            out += _CODED_LENGTH.pack(len(coded)) + coded
+            blobs = {part: blob for part, blob in blobs.items() if part not in parts}
+        out += b"".join(blobs.values())
         out += layer.act.scale if layer.act is not None else b""
     out += struct.pack("<H", len(model.tensors))
     for tensor in model.tensors:
@@ -149,7 +162,65 @@ def _dims(shape: tuple[int, ...]) -> bytes:
     return struct.pack(f"<B{len(shape)}I", len(shape), *shape)
 
 
-def _layer_fields(layer: StoredLayer) -> bytes:
+def _coded_parts(
+    bits: int, encoding: str, stored: int, live: int, bias: bytes | int | None
+) -> dict[str, tuple[entropy.Model, int]]:
+    """The blobs a format-5 layer can entropy-code, with each one's model and length; ``bias``
+    is the bias blob or channel count (None without one). Writer and reader both ask this, so
+    the file need not say which blobs are coded: every one listed is, when the layer is."""
+    kind, gap_bits = bitpack.parse_encoding(encoding)
+    parts: dict[str, tuple[entropy.Model, int]] = {}
+    if stored and bits <= _MAX_CODED_BITS:
+        parts["values"] = (entropy.Categorical(1 << bits), stored)
+    if stored and kind == "delta":
+        gaps = entropy.Categorical(1 << gap_bits) if gap_bits <= _MAX_CODED_BITS else None
+        parts["index"] = (gaps or entropy.Gaps(gap_bits), stored)
+    half = layer_float_bits(bits) == 16
+    if half and bits in INT_BITS and live:
+        parts["scale"] = (entropy.FLOAT16, live)
+    count = len(bias) // 2 if isinstance(bias, bytes) else bias
+    if half and count:
+        parts["bias"] = (entropy.FLOAT16, count)
+    return parts
+
+
+def _entropy_coded(
+    layer: StoredLayer, blobs: dict[str, bytes], parts: dict[str, tuple[entropy.Model, int]]
+) -> bytes | None:
+    """The coded bytes of the layer's codable blobs; None when they would not be smaller than
+    the blobs themselves (a few weights, or codes that look random)."""
+    if not parts:
+        return None
+    widths = _field_widths(layer.bits, layer.encoding)
+    sequences = [
+        (model, _symbols(blobs[part], count, widths[part]))
+        for part, (model, count) in parts.items()
+    ]
+    coded = entropy.encode(sequences)
+    if _CODED_LENGTH.size + len(coded) >= sum(len(blobs[part]) for part in parts):
+        return None
+    return coded
+
+
+def _field_widths(bits: int, encoding: str) -> dict[str, int | None]:
+    """Bits per packed field of each codable blob; None for float16 values."""
+    gap_bits = bitpack.parse_encoding(encoding)[1]
+    return {"values": bits, "index": gap_bits, "scale": None, "bias": None}
+
+
+def _symbols(blob: bytes, count: int, width: int | None) -> np.ndarray:
+    """The ``count`` fields of a blob as integers (float16s as their bit patterns)."""
+    if width is None:
+        return np.frombuffer(blob, dtype="<u2").astype(np.int64)
+    return bitpack.unpack_bits(blob, count, width)
+
+
+def _blob(symbols: np.ndarray, width: int | None) -> bytes:
+    """Inverse of ``_symbols``."""
+    return symbols.astype("<u2").tobytes() if width is None else bitpack.pack_bits(symbols, width)
+
+
+def _layer_fields(layer: StoredLayer, coded: bool) -> bytes:
     kind, gap_bits = bitpack.parse_encoding(layer.encoding)
     if layer.live is None:
         raise ValueError(f"layer {layer.name}: format 4 stores its live channel count")
@@ -160,6 +231,7 @@ def _layer_fields(layer: StoredLayer) -> bytes:
         | (_ACT if act is not None else 0)
         | (_ACT_SIGNED if act is not None and act.signed else 0)
         | (_ACT_INITIALIZED if act is not None and act.initialized else 0)
+        | (_CODED if coded else 0)
     )
     return _LAYER.pack(
         layer.bits,
@@ -210,14 +282,15 @@ class _Cursor:
         return shape
 
 
-def decode(payload: bytes) -> StoredModel:
-    """Split a format-4 payload into its records and blobs; ArtifactError if it cannot be one."""
+def decode(payload: bytes, version: int) -> StoredModel:
+    """Split a format-4 or -5 payload into its records and blobs (entropy-coded blobs decoded
+    and packed again, so a layer reads as in format 4); ArtifactError if it cannot be one."""
     cursor = _Cursor(payload)
     model = cursor.text("model name")
     input_shape = cursor.dims("model input")
     (num_classes,) = cursor.fields(struct.Struct("<I"), "number of classes")
     (count,) = cursor.fields(struct.Struct("<H"), "number of layers")
-    layers = tuple(_decode_layer(cursor, i) for i in range(count))
+    layers = tuple(_decode_layer(cursor, i, version) for i in range(count))
     (count,) = cursor.fields(struct.Struct("<H"), "number of tensors")
     tensors = tuple(_decode_tensor(cursor, i) for i in range(count))
     if cursor.at != len(payload):
@@ -227,7 +300,7 @@ def decode(payload: bytes) -> StoredModel:
     return StoredModel(model, input_shape, num_classes, layers, tensors)
 
 
-def _decode_layer(cursor: _Cursor, i: int) -> StoredLayer:
+def _decode_layer(cursor: _Cursor, i: int, version: int) -> StoredLayer:
     name = cursor.text(f"layer {i} name")
     where = f"layer {name}"
     shape = cursor.dims(where)
@@ -244,16 +317,24 @@ def _decode_layer(cursor: _Cursor, i: int) -> StoredLayer:
         raise ArtifactError(f"{where}: {exc}") from None
     if live > shape[0]:
         raise ArtifactError(f"{where}: {live} live channels of {shape[0]}")
-    if flags & ~(_BIAS | _BIAS_LIVE | _ACT | _ACT_SIGNED | _ACT_INITIALIZED):
+    if flags & ~_FLAGS_BY_VERSION[version]:
         raise ArtifactError(f"{where} flags {flags:#04x} set an unknown bit")
-    values = cursor.take(values_size(stored, bits), f"{where} values")
-    index = cursor.take(index_bytes, f"{where} index")
     width = layer_float_bits(bits) // 8
-    scale = cursor.take(width * live, f"{where} scales") if bits in INT_BITS else b""
-    bias = None
-    if flags & _BIAS:
-        channels = live if flags & _BIAS_LIVE else shape[0]
-        bias = cursor.take(width * channels, f"{where} bias")
+    channels = (live if flags & _BIAS_LIVE else shape[0]) if flags & _BIAS else None
+    sizes = {
+        "values": values_size(stored, bits),
+        "index": index_bytes,
+        "scale": width * live if bits in INT_BITS else 0,
+        "bias": width * channels if channels is not None else 0,
+    }
+    coded = {}
+    if flags & _CODED:
+        parts = _coded_parts(bits, encoding, stored, live, channels)
+        coded = _decode_entropy(cursor, where, parts, bits, encoding)
+    blobs = {
+        part: coded[part] if part in coded else cursor.take(size, f"{where} {_LABELS[part]}")
+        for part, size in sizes.items()
+    }
     act = None
     if flags & _ACT:
         check_act_bits(act_bits, f"{where} act")
@@ -262,9 +343,32 @@ def _decode_layer(cursor: _Cursor, i: int) -> StoredLayer:
             act_bits, bool(flags & _ACT_SIGNED), bool(flags & _ACT_INITIALIZED), act_scale
         )
     return StoredLayer(
-        name, shape, bits, encoding, stored, values, index, live, scale, bias,
+        name, shape, bits, encoding, stored, blobs["values"], blobs["index"], live,
+        blobs["scale"], blobs["bias"] if channels is not None else None,
         bool(flags & _BIAS_LIVE), act,
     )  # fmt: skip
+
+
+def _decode_entropy(
+    cursor: _Cursor,
+    where: str,
+    parts: dict[str, tuple[entropy.Model, int]],
+    bits: int,
+    encoding: str,
+) -> dict[str, bytes]:
+    """A coded layer's blobs, decoded and packed again as format 4 stores them."""
+    if not parts:
+        raise ArtifactError(f"{where} is marked entropy-coded but has nothing to code")
+    (length,) = cursor.fields(_CODED_LENGTH, f"{where} coded length")
+    coded = cursor.take(length, f"{where} coded blobs")
+    try:
+        sequences = entropy.decode(coded, list(parts.values()))
+    except ValueError as exc:
+        raise ArtifactError(f"file is corrupt: {where} coded blobs: {exc}") from None
+    widths = _field_widths(bits, encoding)
+    return {
+        part: _blob(symbols, widths[part]) for part, symbols in zip(parts, sequences, strict=True)
+    }
 
 
 def _decode_tensor(cursor: _Cursor, i: int) -> StoredTensor:
