@@ -101,7 +101,9 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class LayerInfo:
-    """One compressible layer as stored; ``encoded_bytes`` is before the entropy coder."""
+    """One compressible layer as stored: ``encoded_bytes`` its blobs bit-packed, as the size
+    formula counts them; ``written_bytes`` the same blobs in the payload, after the per-layer
+    entropy coding of format 5 and before the codec over the whole file."""
 
     name: str
     shape: tuple[int, ...]
@@ -109,6 +111,7 @@ class LayerInfo:
     kept: float  # fraction of nonzero weights
     encoding: str  # "dense", "bitmap" or "delta{g}"
     encoded_bytes: int
+    written_bytes: int
     act_bits: int  # bits of the layer's input; 32 = not quantized
 
 
@@ -616,6 +619,7 @@ def _decode_layer(stored: StoredLayer, version: int) -> LayerData:
         kept=nonzero / numel if numel else 0.0,
         encoding=stored.encoding,
         encoded_bytes=encoded_bytes,
+        written_bytes=encoded_bytes if stored.written is None else stored.written,
         act_bits=FLOAT_BITS if act is None else act.bits,
     )
     return LayerData(info, weight, codes, scale, bias, act)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -65,6 +65,8 @@ class StoredLayer:
     ``live`` is the number of output channels with a scale (format 4 stores it, so a layer's
     bytes can be split without decoding its codes); None when the codes must tell (versions
     1-3). ``nonzero`` is the weight's nonzero count that versions 1-3 stored as a check.
+    ``written`` is what the blobs took in a payload read from a file, after entropy coding
+    (None otherwise; not compared).
     """
 
     name: str
@@ -80,6 +82,7 @@ class StoredLayer:
     bias_live_only: bool
     act: StoredAct | None
     nonzero: int | None = None
+    written: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -319,6 +322,7 @@ def _decode_layer(cursor: _Cursor, i: int, version: int) -> StoredLayer:
         raise ArtifactError(f"{where}: {live} live channels of {shape[0]}")
     if flags & ~_FLAGS_BY_VERSION[version]:
         raise ArtifactError(f"{where} flags {flags:#04x} set an unknown bit")
+    blobs_start = cursor.at
     width = layer_float_bits(bits) // 8
     channels = (live if flags & _BIAS_LIVE else shape[0]) if flags & _BIAS else None
     sizes = {
@@ -345,7 +349,7 @@ def _decode_layer(cursor: _Cursor, i: int, version: int) -> StoredLayer:
     return StoredLayer(
         name, shape, bits, encoding, stored, blobs["values"], blobs["index"], live,
         blobs["scale"], blobs["bias"] if channels is not None else None,
-        bool(flags & _BIAS_LIVE), act,
+        bool(flags & _BIAS_LIVE), act, written=cursor.at - blobs_start,
     )  # fmt: skip
 
 

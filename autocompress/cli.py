@@ -136,14 +136,17 @@ def _file(args: argparse.Namespace) -> int:
     data = path.read_bytes()
     try:
         if args.command == "inspect":
+            # packed: the blobs bit-packed (the size formula's fields); written: after the
+            # file's per-layer entropy coding, before LZMA2 over the whole
             print(
-                f"{'layer':<24} {'shape':<18} {'bits':>4} {'kept':>6} {'encoding':<8} {'bytes':>9}"
+                f"{'layer':<24} {'shape':<18} {'bits':>4} {'kept':>6} {'encoding':<8} "
+                f"{'packed':>9} {'written':>9}"
             )
             for layer in inspect(data):
                 shape = "x".join(map(str, layer.shape))
                 print(
                     f"{layer.name:<24} {shape:<18} {layer.bits:>4} {layer.kept:>6.1%} "
-                    f"{layer.encoding:<8} {layer.encoded_bytes:>9,}"
+                    f"{layer.encoding:<8} {layer.encoded_bytes:>9,} {layer.written_bytes:>9,}"
                 )
             return 0
         from autocompress.export import evaluate

@@ -209,6 +209,10 @@ def test_inspect_reports_each_layer(lenet: tuple[nn.Module, bytes]) -> None:
         assert stored_bits / 8 <= info.encoded_bytes <= stored_bits / 8 + 2
     assert infos[2].kept == pytest.approx(0.05, abs=0.01)
     assert [i.act_bits for i in infos] == [8, 32, 32, 8]
+    # conv1's 6-bit codes of a barely trained model are stored packed; the others are coded,
+    # the 4-byte length included
+    assert infos[0].written_bytes == infos[0].encoded_bytes
+    assert all(i.written_bytes < i.encoded_bytes for i in infos[1:])
 
 
 def test_load_from_a_path_without_pickle(
