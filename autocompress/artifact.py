@@ -48,6 +48,8 @@ from autocompress.quantize import (
     fp16_grid,
     integer_codes,
     quantize_,
+    scale_fields,
+    scales_from_fields,
     weight_quantizer,
 )
 from autocompress.size import (
@@ -56,6 +58,7 @@ from autocompress.size import (
     cheapest_encoding,
     layer_float_bits,
     live_channels,
+    other_tensors,
 )
 from autocompress.structured import prune_channels_
 
@@ -175,7 +178,7 @@ def pack(
             input_shape=tuple(int(d) for d in model_spec.input_shape),
             num_classes=int(model_spec.num_classes),
             layers=tuple(_stored_layer(name, layer, plan) for name, layer in layers.items()),
-            tensors=tuple(_stored_tensors(_other_tensors(student, set(layers)))),
+            tensors=tuple(_stored_tensors(other_tensors(student, set(layers)))),
         )
     return _seal(artifact_layout.encode(stored), codec)
 
@@ -225,6 +228,12 @@ def _layer_record(
     live = torch.from_numpy(live_np)
     encoding = cheapest_encoding(nonzero, bits)[0]
     slots, index = bitpack.encode_slots(nonzero, encoding)
+    scale_bytes, scale8 = b"", False
+    if scales is not None:
+        # one-byte fields for a student's scales; an older file's float16 ones stay float16
+        fields = scale_fields(scales[live])
+        scale8 = fields is not None
+        scale_bytes = fields or _float_field_bytes(scales[live], bits, name, "scales")
     bias_bytes, live_only = None, False
     if bias is not None:
         # prune_ zeroes the bias of channels it empties (DeadChannelBias); a channel that was
@@ -240,10 +249,11 @@ def _layer_record(
         values=_encode_values(flat[slots], bits),
         index=index,
         live=int(live_np.sum()),
-        scale=b"" if scales is None else _float_field_bytes(scales[live], bits, name, "scales"),
+        scale=scale_bytes,
         bias=bias_bytes,
         bias_live_only=live_only,
         act=act,
+        scale8=scale8,
     )
 
 
@@ -349,21 +359,6 @@ def _f32_bytes(tensor: Tensor) -> bytes:
     return tensor.detach().cpu().numpy().astype("<f4").tobytes()
 
 
-def _other_tensors(model: nn.Module, layer_names: set[str]) -> list[tuple[str, Tensor]]:
-    """Parameters and buffers outside the compressible layers, as ``size`` counts them."""
-
-    def owned(qualified: str) -> bool:
-        parts = qualified.split(".")
-        return any(".".join(parts[:i]) in layer_names for i in range(len(parts)))
-
-    named = [*model.named_parameters(), *model.named_buffers()]
-    return [
-        (name, tensor)
-        for name, tensor in named
-        if not owned(name) and not name.endswith("num_batches_tracked")
-    ]
-
-
 def _seal(payload: bytes, codec: str) -> bytes:
     if codec == "lzma":
         compressed = lzma.compress(payload, lzma.FORMAT_RAW, filters=_lzma_filters(len(payload)))
@@ -464,7 +459,7 @@ def load_model(source: str | Path | bytes) -> nn.Module:
                     quant.scale_src.copy_(stored.act.scale_src)
                 quant.signed.fill_(stored.act.signed)
                 quant.initialized.fill_(stored.act.initialized)
-        others = dict(_other_tensors(model, set(layers)))
+        others = dict(other_tensors(model, set(layers)))
         if set(others) != set(artifact.tensors):
             difference = _difference(set(artifact.tensors), set(others))
             raise ArtifactError(f"{misfit}: the other tensors differ: {difference}")
@@ -589,7 +584,8 @@ def _decode_layer(stored: StoredLayer, version: int) -> LayerData:
     codes = scale = None
     if bits in INT_BITS:
         codes = torch.from_numpy(flat).reshape(shape)
-        scale = _channel_field(stored.scale, width, live, f"{where} scales")
+        scale_width = 1 if stored.scale8 else width
+        scale = _channel_field(stored.scale, scale_width, live, f"{where} scales")
         weight = _dequantize(codes, scale)
     else:
         weight = torch.from_numpy(flat).reshape(shape)
@@ -632,11 +628,15 @@ def _check_length(raw: bytes, expected: int, what: str) -> None:
 
 def _channel_field(raw: bytes, width: int, stored: Tensor, what: str) -> Tensor:
     """A per-channel float field (scale or bias) stored for the channels ``stored`` marks, as
-    the full-length tensor it gives (0 for the others)."""
+    the full-length tensor it gives (0 for the others); width 1 is a one-byte scale field."""
     count = int(stored.sum())
     _check_length(raw, width * count, what)
     full = torch.zeros(stored.numel())
-    full[stored] = _float_tensor(raw, (count,), width)
+    try:
+        values = scales_from_fields(raw) if width == 1 else _float_tensor(raw, (count,), width)
+    except ValueError as exc:
+        raise ArtifactError(f"{what}: {exc}") from None
+    full[stored] = values
     return full
 
 

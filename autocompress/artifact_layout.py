@@ -40,8 +40,9 @@ _DTYPE_NAMES = {code: name for name, (code, _) in DTYPES.items()}
 _KINDS = {"dense": 0, "bitmap": 1, "delta": 2}
 _KIND_NAMES = {code: name for name, code in _KINDS.items()}
 # layer flags
-_BIAS, _BIAS_LIVE, _ACT, _ACT_SIGNED, _ACT_INITIALIZED, _CODED = 1, 2, 4, 8, 16, 32
-_FLAGS_BY_VERSION = {4: 31, 5: 63}  # format 5 adds _CODED (``entropy`` codes the blobs)
+_BIAS, _BIAS_LIVE, _ACT, _ACT_SIGNED, _ACT_INITIALIZED, _CODED, _SCALE8 = 1, 2, 4, 8, 16, 32, 64
+# format 5 adds _CODED (``entropy`` codes the blobs) and _SCALE8 (one-byte scales)
+_FLAGS_BY_VERSION = {4: 31, 5: 127}
 _CODED_LENGTH = struct.Struct("<I")
 _LABELS = {"values": "values", "index": "index", "scale": "scales", "bias": "bias"}
 _MAX_CODED_BITS = 8  # wider codes and gaps: a model of 2**16 symbols per block costs too much
@@ -65,8 +66,9 @@ class StoredLayer:
     ``live`` is the number of output channels with a scale (format 4 stores it, so a layer's
     bytes can be split without decoding its codes); None when the codes must tell (versions
     1-3). ``nonzero`` is the weight's nonzero count that versions 1-3 stored as a check.
-    ``written`` is what the blobs took in a payload read from a file, after entropy coding
-    (None otherwise; not compared).
+    ``scale8``: the scales are one-byte fields (``quantize.scale_fields``; format 5), not
+    float16. ``written`` is what the blobs took in a payload read from a file, after entropy
+    coding (None otherwise; not compared).
     """
 
     name: str
@@ -81,6 +83,7 @@ class StoredLayer:
     bias: bytes | None
     bias_live_only: bool
     act: StoredAct | None
+    scale8: bool = False
     nonzero: int | None = None
     written: int | None = field(default=None, compare=False)
 
@@ -141,7 +144,9 @@ def encode(model: StoredModel) -> bytes:
     for layer in model.layers:
         blobs = {"values": layer.values, "index": layer.index, "scale": layer.scale}
         blobs["bias"] = layer.bias or b""
-        parts = _coded_parts(layer.bits, layer.encoding, layer.stored, layer.live or 0, layer.bias)
+        parts = _coded_parts(
+            layer.bits, layer.encoding, layer.stored, layer.live or 0, layer.bias, layer.scale8
+        )
         coded = _entropy_coded(layer, blobs, parts)
         out += _text(layer.name) + _dims(layer.shape) + _layer_fields(layer, coded is not None)
         if coded is not None:
@@ -166,7 +171,7 @@ def _dims(shape: tuple[int, ...]) -> bytes:
 
 
 def _coded_parts(
-    bits: int, encoding: str, stored: int, live: int, bias: bytes | int | None
+    bits: int, encoding: str, stored: int, live: int, bias: bytes | int | None, scale8: bool
 ) -> dict[str, tuple[entropy.Model, int]]:
     """The blobs a format-5 layer can entropy-code, with each one's model and length; ``bias``
     is the bias blob or channel count (None without one). Writer and reader both ask this, so
@@ -180,7 +185,7 @@ def _coded_parts(
         parts["index"] = (gaps or entropy.Gaps(gap_bits), stored)
     half = layer_float_bits(bits) == 16
     if half and bits in INT_BITS and live:
-        parts["scale"] = (entropy.FLOAT16, live)
+        parts["scale"] = (entropy.SCALE if scale8 else entropy.FLOAT16, live)
     count = len(bias) // 2 if isinstance(bias, bytes) else bias
     if half and count:
         parts["bias"] = (entropy.FLOAT16, count)
@@ -194,7 +199,7 @@ def _entropy_coded(
     the blobs themselves (a few weights, or codes that look random)."""
     if not parts:
         return None
-    widths = _field_widths(layer.bits, layer.encoding)
+    widths = _field_widths(layer.bits, layer.encoding, layer.scale8)
     sequences = [
         (model, _symbols(blobs[part], count, widths[part]))
         for part, (model, count) in parts.items()
@@ -205,10 +210,10 @@ def _entropy_coded(
     return coded
 
 
-def _field_widths(bits: int, encoding: str) -> dict[str, int | None]:
+def _field_widths(bits: int, encoding: str, scale8: bool) -> dict[str, int | None]:
     """Bits per packed field of each codable blob; None for float16 values."""
     gap_bits = bitpack.parse_encoding(encoding)[1]
-    return {"values": bits, "index": gap_bits, "scale": None, "bias": None}
+    return {"values": bits, "index": gap_bits, "scale": 8 if scale8 else None, "bias": None}
 
 
 def _symbols(blob: bytes, count: int, width: int | None) -> np.ndarray:
@@ -235,6 +240,7 @@ def _layer_fields(layer: StoredLayer, coded: bool) -> bytes:
         | (_ACT_SIGNED if act is not None and act.signed else 0)
         | (_ACT_INITIALIZED if act is not None and act.initialized else 0)
         | (_CODED if coded else 0)
+        | (_SCALE8 if layer.scale8 else 0)
     )
     return _LAYER.pack(
         layer.bits,
@@ -325,16 +331,19 @@ def _decode_layer(cursor: _Cursor, i: int, version: int) -> StoredLayer:
     blobs_start = cursor.at
     width = layer_float_bits(bits) // 8
     channels = (live if flags & _BIAS_LIVE else shape[0]) if flags & _BIAS else None
+    scale8 = bool(flags & _SCALE8)
+    if scale8 and bits not in INT_BITS:
+        raise ArtifactError(f"{where} has one-byte scales but {bits}-bit weights have none")
     sizes = {
         "values": values_size(stored, bits),
         "index": index_bytes,
-        "scale": width * live if bits in INT_BITS else 0,
+        "scale": (1 if scale8 else width) * live if bits in INT_BITS else 0,
         "bias": width * channels if channels is not None else 0,
     }
     coded = {}
     if flags & _CODED:
-        parts = _coded_parts(bits, encoding, stored, live, channels)
-        coded = _decode_entropy(cursor, where, parts, bits, encoding)
+        parts = _coded_parts(bits, encoding, stored, live, channels, scale8)
+        coded = _decode_entropy(cursor, where, parts, _field_widths(bits, encoding, scale8))
     blobs = {
         part: coded[part] if part in coded else cursor.take(size, f"{where} {_LABELS[part]}")
         for part, size in sizes.items()
@@ -349,7 +358,7 @@ def _decode_layer(cursor: _Cursor, i: int, version: int) -> StoredLayer:
     return StoredLayer(
         name, shape, bits, encoding, stored, blobs["values"], blobs["index"], live,
         blobs["scale"], blobs["bias"] if channels is not None else None,
-        bool(flags & _BIAS_LIVE), act, written=cursor.at - blobs_start,
+        bool(flags & _BIAS_LIVE), act, scale8, written=cursor.at - blobs_start,
     )  # fmt: skip
 
 
@@ -357,8 +366,7 @@ def _decode_entropy(
     cursor: _Cursor,
     where: str,
     parts: dict[str, tuple[entropy.Model, int]],
-    bits: int,
-    encoding: str,
+    widths: dict[str, int | None],
 ) -> dict[str, bytes]:
     """A coded layer's blobs, decoded and packed again as format 4 stores them."""
     if not parts:
@@ -369,7 +377,6 @@ def _decode_entropy(
         sequences = entropy.decode(coded, list(parts.values()))
     except ValueError as exc:
         raise ArtifactError(f"file is corrupt: {where} coded blobs: {exc}") from None
-    widths = _field_widths(bits, encoding)
     return {
         part: _blob(symbols, widths[part]) for part, symbols in zip(parts, sequences, strict=True)
     }

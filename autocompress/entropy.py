@@ -12,8 +12,9 @@ than it saves on a layer of a few hundred weights):
   refreshed at blocks that double in length up to ``_MAX_BLOCK`` symbols;
 - ``Gaps(bits)``: values ``1..2**bits - 1`` (wider gaps): the bit length like a categorical
   symbol, the bits below the leading one uniformly (Elias gamma with a learnt length);
-- ``FLOAT16``: raw float16 bit patterns (scales, biases): sign and exponent (6 bits) like a
-  categorical symbol, the 10 mantissa bits uniformly.
+- ``Split(bits, low)``: floating-point bit patterns, the top ``bits - low`` bits (sign and
+  exponent) like a categorical symbol, the ``low`` mantissa bits uniformly: ``FLOAT16`` for
+  biases (and older files' scales), ``SCALE`` for one-byte scales (5 exponent, 3 mantissa).
 
 The coder is ``constriction``'s ANS (a Rust extension, numpy in and out, maintained by the
 Bamler lab at Tuebingen): exact, and 235,200 4-bit codes (LeNet-300-100's fc1 unpruned) take 3 ms
@@ -36,7 +37,6 @@ import numpy as np
 _FIRST_BLOCK = 16
 _MAX_BLOCK = 4096
 _KT_PRIOR = 0.5
-_MANTISSA_BITS = 10  # of a float16
 
 
 @dataclass(frozen=True)
@@ -50,12 +50,14 @@ class Gaps:
 
 
 @dataclass(frozen=True)
-class Float16:
-    pass
+class Split:
+    bits: int
+    low: int
 
 
-FLOAT16 = Float16()
-Model = Categorical | Gaps | Float16
+FLOAT16 = Split(16, 10)
+SCALE = Split(8, 3)
+Model = Categorical | Gaps | Split
 _Coder = Any  # constriction.stream.stack.AnsCoder: the extension ships no type stubs
 
 
@@ -71,8 +73,8 @@ def encode(sequences: Sequence[tuple[Model, np.ndarray]]) -> bytes:
         elif isinstance(model, Gaps):
             _encode_leading_one(coder, values, model.bits)
         else:
-            _encode_uniform(coder, values & ((1 << _MANTISSA_BITS) - 1), _MANTISSA_BITS)
-            _encode_adaptive(coder, values >> _MANTISSA_BITS, 1 << (16 - _MANTISSA_BITS))
+            _encode_uniform(coder, values & ((1 << model.low) - 1), model.low)
+            _encode_adaptive(coder, values >> model.low, 1 << (model.bits - model.low))
     return coder.get_compressed().astype("<u4").tobytes()
 
 
@@ -89,8 +91,8 @@ def decode(data: bytes, sequences: Sequence[tuple[Model, int]]) -> list[np.ndarr
         elif isinstance(model, Gaps):
             out.append(_decode_leading_one(coder, count, model.bits))
         else:
-            high = _decode_adaptive(coder, count, 1 << (16 - _MANTISSA_BITS))
-            out.append(high << _MANTISSA_BITS | _decode_uniform(coder, count, _MANTISSA_BITS))
+            high = _decode_adaptive(coder, count, 1 << (model.bits - model.low))
+            out.append(high << model.low | _decode_uniform(coder, count, model.low))
     if not coder.is_empty():
         raise ValueError("coded data holds more than the layer's sequences")
     return out

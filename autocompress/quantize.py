@@ -15,10 +15,14 @@ quantizer with a zero level would have no other level, so 1 bit means sign binar
 (the sparsity encoding, not the value, carries them). 16 bits is an fp16 round trip, 32 bits
 leaves the weight in float.
 
-Scales are rounded to float16 values, and a quantized layer's bias passes through an fp16
-round trip (``BiasFakeFp16``, straight-through), so the file stores both in 2 bytes instead of
-4. At 99% sparsity they are most of a layer: LeNet-5's fc1 at 2 bits and 0.5% kept stored
-3.2 KB of codes and positions beside 4 KB of float32 scales and biases.
+Scales are rounded up to float16 values with 3 mantissa bits (``scale_grid``), so the file
+stores each in one byte, and a quantized layer's bias passes through an fp16 round trip
+(``BiasFakeFp16``, straight-through), so it takes 2 bytes instead of 4. At 99% sparsity they
+are most of a layer: LeNet-5's fc1 at 2 bits and 0.5% kept stored 3.2 KB of codes and
+positions beside 4 KB of float32 scales and biases, and near 400x the float16 scales were
+still 14% of a file. Rounding a scale up by at most 1/8 (above 2**-14, where float16 is
+normal) costs under 0.2 bits of a code's resolution and never clips the channel's largest
+weight.
 
 Activations: ``ActFakeQuant`` quantizes a layer's input per tensor, from a running max-abs
 statistic, using the unsigned range when every observed input was non-negative (after ReLU).
@@ -26,9 +30,11 @@ statistic, using the unsigned range when every observed input was non-negative (
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
@@ -40,6 +46,12 @@ INT_BITS = range(1, 16)
 FP16_BITS = 16
 FLOAT_BITS = 32
 FP16_MAX = float(torch.finfo(torch.float16).max)
+SCALE_BITS = 8  # a weight scale's field in the file
+# The 248 finite non-negative float16 values whose 7 low mantissa bits are zero, ascending
+# (5 exponent bits, 3 mantissa bits, no sign): a scale's field is its index here, which is its
+# float16 bit pattern shifted right by 7.
+SCALE_FIELDS = 248
+_SCALE_MAX = 61440.0  # the last: a Python number, since reading it off a GPU would synchronize
 
 _BITS_MESSAGE = "bits must be 1..15, 16 (fp16) or 32 (float)"
 _ACT_BITS_MESSAGE = "activation bits must be 2..15, 16 (fp16) or 32 (float)"
@@ -74,25 +86,64 @@ def fp16_grid(t: Tensor) -> Tensor:
     return t.clamp(-FP16_MAX, FP16_MAX).to(torch.float16).to(t.dtype)
 
 
+@functools.cache
+def _scale_grid_on(device: torch.device) -> Tensor:
+    """The grid on ``device``, made once (before any CUDA graph capture, which could not copy
+    it from the host)."""
+    patterns = torch.arange(SCALE_FIELDS, dtype=torch.int16) << 7
+    return patterns.view(torch.float16).float().to(device)
+
+
+def scale_grid(t: Tensor, *, up: bool) -> Tensor:
+    """Non-negative ``t`` on the scale grid, same dtype: the smallest grid value at or above
+    it (``up``: a channel's largest weight then never rounds past ``qmax``) or the nearest,
+    saturating at the largest, 61,440."""
+    grid = _scale_grid_on(t.device)
+    flat = t.detach().float().reshape(-1).clamp(0.0, _SCALE_MAX)
+    index = torch.searchsorted(grid, flat)  # the first grid value >= flat
+    if not up:
+        below = (index - 1).clamp(min=0)
+        index = torch.where(flat - grid[below] <= grid[index] - flat, below, index)
+    return grid[index].reshape(t.shape).to(t.dtype)
+
+
+def scale_fields(scale: Tensor) -> bytes | None:
+    """Each scale's one-byte field, or None if some scale is off the grid (an older file's)."""
+    grid = _scale_grid_on(torch.device("cpu"))
+    flat = scale.detach().float().cpu().reshape(-1)
+    index = torch.searchsorted(grid, flat).clamp(max=SCALE_FIELDS - 1)
+    if not torch.equal(grid[index], flat):
+        return None
+    return index.numpy().astype(np.uint8).tobytes()
+
+
+def scales_from_fields(raw: bytes) -> Tensor:
+    """Inverse of ``scale_fields``; ValueError for a byte that is no grid value."""
+    index = torch.from_numpy(np.frombuffer(raw, dtype=np.uint8).astype(np.int64))
+    if len(index) and int(index.max()) >= SCALE_FIELDS:
+        raise ValueError(f"scale field {int(index.max())} is not a finite scale (0..247)")
+    return _scale_grid_on(torch.device("cpu"))[index]
+
+
 def integer_codes(w: Tensor, bits: int) -> tuple[Tensor, Tensor]:
     """Integer codes (int32) and per-channel scales with ``codes * scale`` the quantized weight.
 
     A packer stores exactly these, so the unpacked weight reproduces the model bit for bit:
-    ``quantize_weight`` is defined as ``codes.to(w.dtype) * scale``. Scales are float16 values
-    (``fp16_grid``). All-zero channels (and channels so small that the scale underflows in
-    float16) get scale 1 and codes 0.
+    ``quantize_weight`` is defined as ``codes.to(w.dtype) * scale``. Scales are on the one-byte
+    grid (``scale_grid``): rounded up for 2..15 bits, to the nearest for 1 bit (the scale is
+    the level itself). All-zero channels get scale 1 and codes 0.
     """
     if bits not in INT_BITS:
         raise ValueError(f"integer_codes needs bits in 1..15, got {bits}")
     w = w.detach()
     flat = w.reshape(w.shape[0], -1)
     if bits == 1:
-        mean_abs = fp16_grid(flat.abs().sum(dim=1) / (flat != 0).sum(dim=1).clamp(min=1))
+        mean_abs = scale_grid(flat.abs().sum(dim=1) / (flat != 0).sum(dim=1).clamp(min=1), up=False)
         # a channel of zeros (or of subnormals whose mean underflows) quantizes to zeros
         codes = torch.sign(w) * _channel_view(mean_abs > 0, w)
         return codes.to(torch.int32), torch.where(mean_abs > 0, mean_abs, 1.0)
     qmax = 2 ** (bits - 1) - 1
-    scale = fp16_grid(flat.abs().amax(dim=1) / qmax)
+    scale = scale_grid(flat.abs().amax(dim=1) / qmax, up=True)
     scale = torch.where(scale > 0, scale, 1.0)
     codes = torch.clamp(torch.round(w / _channel_view(scale, w)), -qmax, qmax)
     return codes.to(torch.int32), scale

@@ -18,9 +18,9 @@ zeros to the pruned ones) and ``vb = b`` bits per stored value (b-bit codes, fp1
   Ties go to dense, then bitmap, then the smallest ``g``. At 1 bit the values are ``{-s, +s}``
   and cannot store a zero, so an encoding that would store one (dense with ``k < n``, delta
   with fillers) is not a candidate there.
-- **scales**: 16 bits (one float16) per *live* output channel (dim 0: one with a nonzero in
-  the quantized weight) when ``b`` is 1..15, else 0. An empty channel's weights are all zero
-  whatever its scale, so the file stores none for it.
+- **scales**: 8 bits (``quantize.scale_grid``'s field) per *live* output channel (dim 0: one
+  with a nonzero in the quantized weight) when ``b`` is 1..15, else 0. An empty channel's
+  weights are all zero whatever its scale, so the file stores none for it.
 - **bias**: 16 bits (float16) per element when ``b`` is not 32 (``quantize_`` rounds a
   quantized layer's bias to float16 values), else 32; 0 if the layer has no bias. Only live
   channels' elements count when every other channel's bias is zero (``prune_`` zeroes the bias
@@ -54,6 +54,7 @@ from autocompress.quantize import (
     FLOAT_BITS,
     FP16_BITS,
     INT_BITS,
+    SCALE_BITS,
     ActFakeQuant,
     check_bits,
     quantize_weight,
@@ -183,21 +184,25 @@ def _bias_numel(layer: nn.Module) -> int:
     return bias.numel() if isinstance(bias, Tensor) else 0
 
 
-def _other_numel(model: nn.Module, layer_names: set[str]) -> int:
-    """Elements of parameters and buffers outside the compressible layers (float32 storage)."""
+def other_tensors(model: nn.Module, layer_names: set[str]) -> list[tuple[str, Tensor]]:
+    """Parameters and buffers outside the compressible layers, which the file stores as they
+    are; BatchNorm's ``num_batches_tracked`` is left out (inference does not read it)."""
 
     def owned(qualified: str) -> bool:
         parts = qualified.split(".")
         return any(".".join(parts[:i]) in layer_names for i in range(len(parts)))
 
-    total = 0
-    for pname, param in model.named_parameters():
-        if not owned(pname):
-            total += param.numel()
-    for bname, buf in model.named_buffers():
-        if not owned(bname) and not bname.endswith("num_batches_tracked"):
-            total += buf.numel()
-    return total
+    named = [*model.named_parameters(), *model.named_buffers()]
+    return [
+        (name, tensor)
+        for name, tensor in named
+        if not owned(name) and not name.endswith("num_batches_tracked")
+    ]
+
+
+def _other_numel(model: nn.Module, layer_names: set[str]) -> int:
+    """Elements of ``other_tensors`` (float32 storage)."""
+    return sum(tensor.numel() for _, tensor in other_tensors(model, layer_names))
 
 
 def float32_bytes(model: nn.Module) -> int:
@@ -245,7 +250,7 @@ def model_size(model: nn.Module, bits: Mapping[str, int]) -> ModelSize:
                 value_bits=value_bits,
                 index_kind=kind,
                 index_bits=index_bits,
-                scale_bits=FP16_FIELD_BITS * int(live.sum()) if b in INT_BITS else 0,
+                scale_bits=SCALE_BITS * int(live.sum()) if b in INT_BITS else 0,
                 bias_bits=layer_float_bits(b) * _stored_bias_numel(layer, live),
                 act_bits=FLOAT_FIELD_BITS if has_act_scale else 0,
                 header_bits=HEADER_BITS,

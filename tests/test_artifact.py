@@ -327,7 +327,7 @@ def test_packing_lenet5_is_fast(lenet: tuple[nn.Module, bytes]) -> None:
     assert best_of_3(lambda: unpack(data)) < 0.5
 
 
-def test_quantized_layers_store_scales_and_bias_in_float16(net_spec: ModelSpec) -> None:
+def test_quantized_layers_store_one_byte_scales_and_float16_biases(net_spec: ModelSpec) -> None:
     student = _student(net_spec, NET_PLAN)
     stored = _stored(pack(student, NET_PLAN, net_spec, codec="none"))
     widths = {}
@@ -337,12 +337,13 @@ def test_quantized_layers_store_scales_and_bias_in_float16(net_spec: ModelSpec) 
         scale = len(layer.scale) / layer.live if layer.scale else None
         bias = layer.bias and len(layer.bias) / biased
         widths[layer.name] = [w for w in (scale, bias) if w is not None]
-    # 1..15 bits: scale (per live channel) and bias 2 bytes each; fp16 weights: bias 2; float32
+    # 1..15 bits: scale (per live channel) 1 byte, bias 2; fp16 weights: bias 2; float32
     # layer: bias 4
     assert widths == {
-        "stem": [2, 2], "grouped": [2], "depthwise": [2], "mix": [4],
-        "head.0": [2, 2], "head.2": [2, 2],
+        "stem": [1, 2], "grouped": [1], "depthwise": [2], "mix": [4],
+        "head.0": [1, 2], "head.2": [1, 2],
     }  # fmt: skip
+    assert all(layer.scale8 for layer in stored.layers if layer.scale)
 
 
 @pytest.mark.parametrize(
@@ -386,7 +387,7 @@ def test_stored_format_files_load(version: int, bits: list[int]) -> None:
 
 def test_upgrade_refuses_float32_scales_and_unknown_codecs() -> None:
     data = (DATA / "format_v1_mlp.acz").read_bytes()
-    with pytest.raises(ArtifactError, match=r"^cannot pack layer fc1: its bias are not float16"):
+    with pytest.raises(ArtifactError, match=r"^cannot pack layer fc1: its scales are not float16"):
         upgrade(data)
     with pytest.raises(ArtifactError, match="unknown codec 'zip'"):
         upgrade((DATA / "format_v3_mlp.acz").read_bytes(), codec="zip")
@@ -422,7 +423,7 @@ def test_only_live_channels_have_a_scale_and_bias_in_the_file() -> None:
     assert 0 < int(live.sum()) < 256
     (record,) = [layer for layer in _stored(data).layers if layer.name == "fc1"]
     assert record.bias_live_only and record.live == int(live.sum())
-    assert len(record.scale) == len(record.bias or b"") == 2 * int(live.sum())
+    assert 2 * len(record.scale) == len(record.bias or b"") == 2 * int(live.sum())
     assert fc1.scale is not None and fc1.bias is not None
     assert torch.all(fc1.scale[~live] == 0) and torch.all(fc1.scale[live] > 0)
     assert torch.equal(fc1.bias, student.fc1.bias)
@@ -445,7 +446,7 @@ def test_an_empty_channel_with_a_bias_keeps_every_bias() -> None:
     stored = _stored(data)
     (record,) = [layer for layer in stored.layers if layer.name == "fc1"]
     assert not record.bias_live_only and len(record.bias or b"") == 2 * 256
-    assert len(record.scale) == 2 * 255
+    assert len(record.scale) == 255
     assert float(unpack(data).layers["fc1"].bias[3]) == 0.5
     formula = model_size(student, plan.bits)
     headers = sum(layer.header_bits // 8 for layer in formula.layers)
@@ -605,13 +606,17 @@ def test_fields_that_contradict_the_blobs(plain: bytes) -> None:
     stored = artifact_layout.decode(plain, artifact.FORMAT_VERSION)
     fc1 = stored.layers[2]
     assert fc1.live is not None and fc1.bias is not None
-    fewer = _replaced(plain, "fc1", live=fc1.live - 1, scale=fc1.scale[2:], bias=fc1.bias[2:])
+    fewer = _replaced(plain, "fc1", live=fc1.live - 1, scale=fc1.scale[1:], bias=fc1.bias[2:])
     _raises(fewer, f"^layer fc1: the codes have {fc1.live} live channels, the fields say")
     twice = dataclasses.replace(stored, layers=(*stored.layers, stored.layers[0]))
     _raises(_seal(artifact_layout.encode(twice)), "^file: layer conv1 appears twice$")
     _raises(
         _replaced(plain, "fc1", shape=(2**20, 2**20)),
         r"^layer fc1 shape \[1048576, 1048576\] has more than 2147483647 elements$",
+    )
+    _raises(
+        _replaced(plain, "fc1", scale=b"\xff" + fc1.scale[1:]),
+        r"^layer fc1 scales: scale field 255 is not a finite scale \(0..247\)$",
     )
     fc2 = stored.layers[3]  # 5-bit codes, 0..30 valid
     _raises(

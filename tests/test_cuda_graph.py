@@ -77,8 +77,9 @@ def test_graphed_gradual_pruning_follows_the_masks() -> None:
     between the two runs moves a few weights at the threshold across it: on an H100, 28 mask
     entries of 50,432 differed after 4 epochs (0.06%), which put 7% into the whole state's
     relative difference. So the masks are compared by agreement, and each layer's weights where
-    both keep them within 2% (on the H100 up to 1.1% here, and 0.9% without the ramp); every
-    planned zero is in place in both."""
+    both keep them within 5% (on the H100 up to 1.1% here with float16 scales, 2.9% with
+    one-byte ones, whose 1/8 steps make a scale that crosses one jump further; 0.9% without
+    the ramp); every planned zero is in place in both."""
     eager_model, data, logits = _student_and_data(0)
     graphed_model, _, _ = _student_and_data(0)
     planned = [int((mask == 0).sum()) for mask, _ in _masks_and_weights(eager_model)]
@@ -91,4 +92,4 @@ def test_graphed_gradual_pruning_follows_the_masks() -> None:
         assert int((e_mask == 0).sum()) == int((g_mask == 0).sum()) == zeros
         assert float((e_mask != g_mask).float().mean()) < 1e-2
         kept = (e_mask != 0) & (g_mask != 0)
-        assert _relative_difference(e_weight[kept], g_weight[kept]) < 2e-2
+        assert _relative_difference(e_weight[kept], g_weight[kept]) < 5e-2

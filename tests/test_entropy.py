@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from autocompress import entropy
-from autocompress.entropy import FLOAT16, Categorical, Gaps
+from autocompress.entropy import FLOAT16, SCALE, Categorical, Gaps
 
 
 def _round_trip(sequences: list[tuple[entropy.Model, np.ndarray]]) -> bytes:
@@ -32,13 +32,22 @@ def _round_trip(sequences: list[tuple[entropy.Model, np.ndarray]]) -> bytes:
 def test_every_kind_of_sequence_round_trips(
     seed: int, code_bits: int, gap_bits: int, count: int, channels: int
 ) -> None:
-    """A layer's codes, gaps and float16 scales in one coded blob, as the file holds them."""
+    """A layer's codes, gaps, one-byte scales and float16 biases in one coded blob, as the
+    file holds them."""
     rng = np.random.default_rng(seed)
     codes = rng.integers(0, 1 << code_bits, count)
     gaps = rng.integers(1, 1 << gap_bits, count)
     gaps[rng.random(count) < 0.5] = 1  # every bit length, the shortest often
-    scales = rng.integers(0, 1 << 16, channels)
-    _round_trip([(Categorical(1 << code_bits), codes), (Gaps(gap_bits), gaps), (FLOAT16, scales)])
+    scales = rng.integers(0, 248, channels)
+    biases = rng.integers(0, 1 << 16, channels)
+    _round_trip(
+        [
+            (Categorical(1 << code_bits), codes),
+            (Gaps(gap_bits), gaps),
+            (SCALE, scales),
+            (FLOAT16, biases),
+        ]
+    )
 
 
 def test_blocks_cover_the_sequence_and_double_up_to_the_cap() -> None:

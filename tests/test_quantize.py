@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import numpy as np
 import pytest
@@ -22,6 +23,9 @@ from autocompress.quantize import (
     integer_codes,
     quantize_,
     quantize_weight,
+    scale_fields,
+    scale_grid,
+    scales_from_fields,
     weight_quantizer,
 )
 
@@ -82,44 +86,35 @@ def test_check_bits_rejects(bits: int) -> None:
 
 def test_rounding_matches_hand_computation() -> None:
     w = torch.tensor([[0.9, 0.2, -0.6, 0.0], [-0.1, 0.05, 0.0, 0.04]])
-    # Scales are float16 values: f16(0.9) = 0.89990234, f16(0.1) = 0.099975586, ...
-    # b=2: qmax=1. Row 0: scale 0.9/1; w/scale = [1, 0.22, -0.67, 0] -> [1, 0, -1, 0].
-    # Row 1: scale 0.1; w/scale = [-1, 0.5, 0, 0.4] -> [-1, 1 (0.05 / 0.099976 > 0.5), 0, 0].
+    # Scales are rounded up to the one-byte grid, 3 mantissa bits: its step is 1/16 in
+    # [0.5, 1), 1/32 in [0.25, 0.5), 1/128 in [1/16, 1/8), 1/256 in [1/32, 1/16).
+    # b=2: qmax=1. Row 0: max|w| 0.9 -> 15/16; w/scale = [0.96, 0.21, -0.64, 0] -> [1, 0, -1, 0].
+    # Row 1: 0.1 -> 13/128; w/scale = [-0.98, 0.49, 0, 0.39] -> [-1, 0, 0, 0].
     q, scale = quantize_weight(w, 2)
     assert scale is not None
-    torch.testing.assert_close(scale, f16(0.9, 0.1), rtol=0, atol=0)
-    assert torch.equal(integer_codes(w, 2)[0], torch.tensor([[1, 0, -1, 0], [-1, 1, 0, 0]]))
-    expected = torch.tensor([[1.0, 0, -1, 0], [-1, 1, 0, 0]]) * f16(0.9, 0.1)[:, None]
+    assert scale.tolist() == [15 / 16, 13 / 128]
+    assert torch.equal(integer_codes(w, 2)[0], torch.tensor([[1, 0, -1, 0], [-1, 0, 0, 0]]))
+    expected = torch.tensor([[1.0, 0, -1, 0], [-1, 0, 0, 0]]) * scale[:, None]
     assert torch.equal(q, expected)
-    # b=3: qmax=3. Row 0: scale 0.3; w/scale = [3, 0.67, -2, 0] -> [3, 1, -2, 0].
-    # Row 1: scale 0.1/3; w/scale = [-3, 1.5, 0, 1.2] -> [-3, 2, 0, 1].
+    # b=3: qmax=3. Row 0: 0.9/3 -> 10/32; w/scale = [2.88, 0.64, -1.92, 0] -> [3, 1, -2, 0].
+    # Row 1: 0.1/3 -> 9/256; w/scale = [-2.84, 1.42, 0, 1.14] -> [-3, 1, 0, 1].
     codes, scale = integer_codes(w, 3)
-    assert torch.equal(codes, torch.tensor([[3, 1, -2, 0], [-3, 2, 0, 1]]))
-    torch.testing.assert_close(scale, f16(0.3, 0.1 / 3), rtol=0, atol=0)
-    torch.testing.assert_close(
-        quantize_weight(w, 3)[0],
-        torch.tensor([[0.9, 0.3, -0.6, 0.0], [-0.1, 0.2 / 3, 0, 0.1 / 3]]),
-        rtol=1e-3,
-        atol=0,
-    )
+    assert torch.equal(codes, torch.tensor([[3, 1, -2, 0], [-3, 1, 0, 1]]))
+    assert scale.tolist() == [10 / 32, 9 / 256]
 
 
-def f16(*values: float) -> torch.Tensor:
-    """float32 tensor of the nearest float16 values."""
-    return torch.tensor(values).half().float()
-
-
-def test_scales_and_quantized_biases_are_float16_values() -> None:
+def test_scales_are_one_byte_fields_and_quantized_biases_float16_values() -> None:
     torch.manual_seed(0)
     layer = nn.Linear(30, 20)
     with torch.no_grad():
         layer.weight[0] = 0.0  # an all-zero channel: scale 1, codes 0
-        layer.weight[1] = 1e-9  # its scale underflows float16: same
+        layer.weight[1] = 1e-9  # below every level: codes 0
         layer.bias[2] = 1e6  # beyond float16: saturates at its largest value
     for bits in (1, 2, 5, 15):
         codes, scale = integer_codes(layer.weight, bits)
-        assert torch.equal(scale.half().float(), scale)
-        assert scale[0] == 1 and scale[1] == 1 and not codes[:2].any()
+        fields = scale_fields(scale)
+        assert fields is not None and torch.equal(scales_from_fields(fields), scale)
+        assert scale[0] == 1 and not codes[:2].any()
     model = nn.Sequential(layer, nn.ReLU(), nn.Linear(20, 3))
     quantize_(model, {"0": 4, "2": 32})
     bias = model[0].bias
@@ -163,19 +158,39 @@ def test_levels_zeros_and_codes(bits: int, w: np.ndarray) -> None:
 
 
 @pytest.mark.parametrize("bits", range(2, 9))
-def test_spread_channel_uses_every_level(bits: int) -> None:
+def test_spread_channel_uses_its_levels(bits: int) -> None:
+    """Every level but those the rounded-up scale puts past the largest weight (at most 1/9
+    of them: the scale grows by at most 1/8)."""
     torch.manual_seed(bits)
     w = torch.rand(3, 20000) * 2 - 1
     q, _ = quantize_weight(w, bits)
+    qmax = 2 ** (bits - 1) - 1
     for row in q:
-        assert len(row.unique()) == 2**bits - 1
+        assert 2 * math.floor(qmax * 8 / 9) + 1 <= len(row.unique()) <= 2**bits - 1
+
+
+@settings(max_examples=100, deadline=None)
+@given(value=st.floats(2**-14, 6e4))  # float16's normal range; below it the steps are coarser
+def test_scale_grid_rounds_up_by_at_most_an_eighth(value: float) -> None:
+    t = torch.tensor([value])
+    value = float(t[0])  # as float32 sees it
+    up, nearest = scale_grid(t, up=True), scale_grid(t, up=False)
+    assert value <= float(up[0]) <= value * 1.125
+    assert abs(float(nearest[0]) - value) <= value / 16
+    for s in (up, nearest):
+        fields = scale_fields(s)
+        assert fields is not None and len(fields) == 1 and fields[0] < 248
+        assert torch.equal(scales_from_fields(fields), s)
+    assert scale_fields(torch.tensor([0.1])) is None  # a float16 value off the grid
+    with pytest.raises(ValueError, match="scale field 248 is not a finite scale"):
+        scales_from_fields(bytes([248]))
 
 
 def test_per_channel_scales_and_all_zero_channel() -> None:
     w = torch.tensor([[1.0, -0.5], [0.0, 0.0], [0.01, 0.02]])
     q, scale = quantize_weight(w, 4)
     assert scale is not None
-    assert torch.equal(scale, f16(1 / 7, 1.0, 0.02 / 7))
+    assert scale.tolist() == [5 / 32, 1.0, 3 / 1024]  # 1/7, 0.02/7 rounded up
     assert torch.equal(q[1], torch.zeros(2))
     assert torch.equal(q[2, 1], w[2, 1].new_tensor(7) * scale[2])
 

@@ -44,23 +44,24 @@ def test_hand_computed_linear() -> None:
     quantize_(model, {"0": 4}, {"0": 8})
     size = model_size(model, {"0": 4})
     (layer,) = size.layers
-    # 4 bits: qmax 7. Row 0: scale 0.5/7, codes [7, .., -4.2 -> -4]. Row 1: all zero.
-    # Row 2: scale 1/7, 0.01 * 7 = 0.07 rounds to 0 (a zero the pruning did not make), 1 -> 7.
+    # 4 bits: qmax 7. Row 0: scale 0.5/7 rounded up to 5/64, codes [6.4 -> 6, .., -3.84 -> -4].
+    # Row 1: all zero. Row 2: scale 1/7 -> 5/32, 0.01 / (5/32) = 0.064 rounds to 0 (a zero the
+    # pruning did not make), 1 -> 6.
     # Nonzeros at flat positions 0, 7, 23 of n = 24: k = 3, gaps 1, 7, 16.
     assert (layer.numel, layer.nonzero, layer.bits) == (24, 3, 4)
     # dense 24*4 = 96; bitmap 24 + 3*4 = 36; delta g: E entries cost E*(g + 4):
     # g=3 (max gap 7): 1+1+3 = 5 entries -> 35; g=4 (15): 1+1+2 = 4 -> 32; g=5 (31): 3 -> 27;
     # g=6: 3 -> 30. Cheapest: delta5, 3*5 = 15 index bits and 3*4 = 12 value bits.
     assert (layer.index_kind, layer.index_bits, layer.value_bits) == ("delta5", 15, 12)
-    assert layer.scale_bits == 2 * 16  # one float16 scale per live channel: row 1 has none
+    assert layer.scale_bits == 2 * 8  # a one-byte scale per live channel: row 1 has none
     assert layer.bias_bits == 3 * 16  # a quantized layer's bias is float16 too
     assert layer.act_bits == 32  # one float32 activation scale
     assert layer.header_bits == 64
-    assert layer.total_bits == 15 + 12 + 32 + 48 + 32 + 64  # 203
+    assert layer.total_bits == 15 + 12 + 16 + 48 + 32 + 64  # 187
     # BatchNorm1d(3): weight, bias, running_mean, running_var (not num_batches_tracked)
     assert size.other_bits == 4 * 3 * 32  # 384
-    assert size.total_bits == 203 + 384  # 587
-    assert size.total_bytes == 74  # ceil(587 / 8)
+    assert size.total_bits == 187 + 384  # 571
+    assert size.total_bytes == 72  # ceil(571 / 8)
 
 
 @pytest.mark.parametrize(
@@ -178,7 +179,7 @@ def test_compressed_model_counts_nothing_twice() -> None:
     assert by_name["fc"].nonzero == 24 - 18
     assert (by_name["seq"].scale_bits, by_name["seq"].act_bits) == (0, 32)
     live_rows = int(model.fc.weight.ne(0).any(dim=1).sum())  # 1 bit: the kept weights
-    assert by_name["fc"].scale_bits == live_rows * 16  # one float16 per live channel
+    assert by_name["fc"].scale_bits == live_rows * 8  # one byte per live channel
     assert by_name["fc"].bias_bits == live_rows * 16  # prune_ zeroed the empty rows' bias
     assert by_name["depthwise"].bias_bits == 0
     assert size.total_bytes == math.ceil(size.total_bits / 8)
