@@ -145,8 +145,9 @@ def encode(model: StoredModel) -> bytes:
         blobs = {"values": layer.values, "index": layer.index, "scale": layer.scale}
         blobs["bias"] = layer.bias or b""
         parts = _coded_parts(
-            layer.bits, layer.encoding, layer.stored, layer.live or 0, layer.bias, layer.scale8
-        )
+            layer.bits, layer.encoding, layer.stored, layer.live or 0, len(blobs["bias"]),
+            layer.scale8,
+        )  # fmt: skip
         coded = _entropy_coded(layer, blobs, parts)
         out += _text(layer.name) + _dims(layer.shape) + _layer_fields(layer, coded is not None)
         if coded is not None:
@@ -171,11 +172,11 @@ def _dims(shape: tuple[int, ...]) -> bytes:
 
 
 def _coded_parts(
-    bits: int, encoding: str, stored: int, live: int, bias: bytes | int | None, scale8: bool
+    bits: int, encoding: str, stored: int, live: int, bias_bytes: int, scale8: bool
 ) -> dict[str, tuple[entropy.Model, int]]:
-    """The blobs a format-5 layer can entropy-code, with each one's model and length; ``bias``
-    is the bias blob or channel count (None without one). Writer and reader both ask this, so
-    the file need not say which blobs are coded: every one listed is, when the layer is."""
+    """The blobs a format-5 layer can entropy-code, with each one's model and length. Writer
+    and reader both ask this, so the file need not say which blobs are coded: every one listed
+    is, when the layer is."""
     kind, gap_bits = bitpack.parse_encoding(encoding)
     parts: dict[str, tuple[entropy.Model, int]] = {}
     if stored and bits <= _MAX_CODED_BITS:
@@ -183,12 +184,10 @@ def _coded_parts(
     if stored and kind == "delta":
         gaps = entropy.Categorical(1 << gap_bits) if gap_bits <= _MAX_CODED_BITS else None
         parts["index"] = (gaps or entropy.Gaps(gap_bits), stored)
-    half = layer_float_bits(bits) == 16
-    if half and bits in INT_BITS and live:
+    if bits in INT_BITS and live:
         parts["scale"] = (entropy.SCALE if scale8 else entropy.FLOAT16, live)
-    count = len(bias) // 2 if isinstance(bias, bytes) else bias
-    if half and count:
-        parts["bias"] = (entropy.FLOAT16, count)
+    if layer_float_bits(bits) == 16 and bias_bytes:
+        parts["bias"] = (entropy.FLOAT16, bias_bytes // 2)
     return parts
 
 
@@ -342,7 +341,7 @@ def _decode_layer(cursor: _Cursor, i: int, version: int) -> StoredLayer:
     }
     coded = {}
     if flags & _CODED:
-        parts = _coded_parts(bits, encoding, stored, live, channels, scale8)
+        parts = _coded_parts(bits, encoding, stored, live, sizes["bias"], scale8)
         coded = _decode_entropy(cursor, where, parts, _field_widths(bits, encoding, scale8))
     blobs = {
         part: coded[part] if part in coded else cursor.take(size, f"{where} {_LABELS[part]}")

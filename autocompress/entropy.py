@@ -17,12 +17,11 @@ than it saves on a layer of a few hundred weights):
   biases (and older files' scales), ``SCALE`` for one-byte scales (5 exponent, 3 mantissa).
 
 The coder is ``constriction``'s ANS (a Rust extension, numpy in and out, maintained by the
-Bamler lab at Tuebingen): exact, and 235,200 4-bit codes (LeNet-300-100's fc1 unpruned) take 3 ms
-to encode and 6 ms to decode, where a Python arithmetic coder would take seconds inside every
-trial. The
-bytes depend on its fixed-point model construction, so the dependency is pinned to a minor
-release and a stored file in tests/data checks both directions. This module is the only one
-that imports it.
+Bamler lab at Tuebingen): exact, and 235,200 4-bit codes (LeNet-300-100's fc1 unpruned) take
+3 ms to encode and 6 ms to decode, where a Python arithmetic coder would take seconds inside
+every trial. The bytes depend on its fixed-point model construction, so the dependency is
+pinned to a minor release and a stored file in tests/data checks both directions. This module
+is the only one that imports it.
 """
 
 from __future__ import annotations
