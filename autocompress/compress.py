@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from autocompress.plan import CompressionPlan
-from autocompress.prune import prune_
+from autocompress.prune import output_layer, prune_
 from autocompress.quantize import quantize_
 from autocompress.structured import prune_channels_
 
@@ -29,7 +29,9 @@ def compress(teacher: nn.Module, plan: CompressionPlan, example: torch.Tensor) -
     # from the weights that survive.
     if plan.structured_ratios:
         prune_channels_(student, plan.structured_ratios, example)
-    prune_(student, plan.unstructured_ratios)
+    # The output layer keeps a weight per class: an empty row is a constant logit.
+    output = output_layer(student, example)
+    prune_(student, plan.unstructured_ratios, keep_rows=[output] if output else [])
     quantize_(student, plan.bits, plan.act_bits)
     return student
 

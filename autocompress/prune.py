@@ -9,7 +9,7 @@ module that trains, deep-copies and round-trips through ``state_dict`` (the mask
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -27,7 +27,7 @@ def compressible_layer(model: nn.Module, name: str, field: str) -> nn.Module:
     return layer
 
 
-def magnitude_mask(weight: Tensor, ratio: float) -> Tensor:
+def magnitude_mask(weight: Tensor, ratio: float, keep_rows: bool = False) -> Tensor:
     """A float mask of ``weight``'s shape with exactly ``round(ratio * numel)`` zeros.
 
     The zeros sit at the smallest ``|w|``; of equal magnitudes at the threshold the lowest flat
@@ -35,11 +35,23 @@ def magnitude_mask(weight: Tensor, ratio: float) -> Tensor:
     is exact even when many weights are equal (e.g. already zero): the mask a stable sort would
     give. A selection (``kthvalue``) finds the threshold instead of sorting: the sort of
     LeNet-300-100's 235,200 fc1 weights was most of a trial's compression step.
+
+    ``keep_rows``: each output channel (row) keeps its largest weight, so at most
+    ``numel - rows`` zeros. For the output layer: an empty row is a class whose logit is a
+    constant, which no fine-tuning can repair (a layer-wide ramp to 98% on LeNet-300-100's
+    fc3 emptied one and left the model at 67% accuracy).
     """
     if not 0.0 <= ratio <= 1.0:
         raise ValueError(f"ratio must be in [0, 1], got {ratio}")
     magnitude = weight.detach().reshape(-1).abs()
     n_zero = round(ratio * magnitude.numel())
+    if keep_rows:
+        rows = magnitude.reshape(weight.shape[0], -1)
+        largest = rows.argmax(dim=1) + torch.arange(
+            0, magnitude.numel(), rows.shape[1], device=magnitude.device
+        )
+        magnitude = magnitude.index_fill(0, largest, torch.inf)
+        n_zero = min(n_zero, magnitude.numel() - rows.shape[0])
     mask = torch.ones_like(magnitude)
     if n_zero:
         threshold = torch.kthvalue(magnitude, n_zero).values
@@ -50,14 +62,44 @@ def magnitude_mask(weight: Tensor, ratio: float) -> Tensor:
     return mask.reshape(weight.shape)
 
 
+def output_layer(model: nn.Module, example: Tensor) -> str | None:
+    """The name of the compressible layer that computes the model's outputs: the last one to
+    run in a forward pass of ``example``, if its output has as many elements as the model's
+    (a flatten or log-softmax may follow it); None when the model ends otherwise."""
+    names = {module: name for name, module in model.named_modules()}
+    last: list[tuple[str, int]] = []
+
+    def record(module: nn.Module, _args: object, output: Tensor) -> None:
+        last.append((names[module], output.numel()))
+
+    hooks = [
+        module.register_forward_hook(record)
+        for module in model.modules()
+        if isinstance(module, COMPRESSIBLE_TYPES)
+    ]
+    training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            out = model(example)
+    finally:
+        model.train(training)
+        for hook in hooks:
+            hook.remove()
+    if last and isinstance(out, Tensor) and last[-1][1] == out.numel():
+        return last[-1][0]
+    return None
+
+
 class WeightMask(nn.Module):
     """Parametrization ``w -> w * mask``; the mask is a buffer so it lives in ``state_dict``."""
 
     mask: Tensor
 
-    def __init__(self, mask: Tensor) -> None:
+    def __init__(self, mask: Tensor, keep_rows: bool = False) -> None:
         super().__init__()
         self.register_buffer("mask", mask.detach().clone())
+        self.keep_rows = keep_rows  # GradualPruning's masks keep every row too
 
     def forward(self, w: Tensor) -> Tensor:
         return w * self.mask
@@ -86,9 +128,10 @@ class DeadChannelBias(nn.Module):
         return b * mask.reshape(mask.shape[0], -1).ne(0).any(dim=1).to(b.dtype)
 
 
-def prune_(model: nn.Module, ratios: Mapping[str, float]) -> None:
+def prune_(model: nn.Module, ratios: Mapping[str, float], keep_rows: Collection[str] = ()) -> None:
     """Prune each named layer in place to its ratio of zero weights (smallest magnitudes), and
-    zero the bias of any output channel left without weights (``DeadChannelBias``).
+    zero the bias of any output channel left without weights (``DeadChannelBias``). Layers
+    named in ``keep_rows`` (the output layer) keep a weight in every output channel.
 
     Must run before ``quantize_`` so that the mask is the first parametrization and the
     quantization scales are computed from the masked weights. Ratio 0 registers nothing.
@@ -104,7 +147,8 @@ def prune_(model: nn.Module, ratios: Mapping[str, float]) -> None:
             continue
         weight = layer.weight
         assert isinstance(weight, Tensor)
-        mask = WeightMask(magnitude_mask(weight, ratio))
+        keep = name in keep_rows
+        mask = WeightMask(magnitude_mask(weight, ratio, keep), keep)
         parametrize.register_parametrization(layer, "weight", mask)
         if isinstance(getattr(layer, "bias", None), Tensor):
             parametrize.register_parametrization(layer, "bias", DeadChannelBias(mask))
@@ -152,4 +196,4 @@ class GradualPruning:
             return
         for original, mask, final in self.layers:
             ratio = final if step == self.ramp_steps else cubic_ratio(final, step / self.ramp_steps)
-            mask.mask.copy_(magnitude_mask(original * mask.mask, ratio))
+            mask.mask.copy_(magnitude_mask(original * mask.mask, ratio, mask.keep_rows))

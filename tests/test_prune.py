@@ -20,6 +20,7 @@ from autocompress.prune import (
     WeightMask,
     cubic_ratio,
     magnitude_mask,
+    output_layer,
     prune_,
 )
 
@@ -238,3 +239,61 @@ def test_bias_of_a_channel_pruned_empty_is_zero_and_follows_the_mask() -> None:
     assert torch.equal(layer.bias, torch.tensor([1.0, 0.0, 3.0, 4.0]))
     GradualPruning(net, ramp_steps=10)  # resets the mask to all ones: every bias is back
     assert torch.equal(layer.bias, torch.tensor([1.0, 2.0, 3.0, 4.0]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rows=st.integers(1, 6),
+    cols=st.integers(1, 8),
+    ratio=st.floats(0.0, 1.0),
+    data=st.data(),
+)
+def test_mask_keeping_rows_keeps_each_rows_largest_and_otherwise_the_exact_count(
+    rows: int, cols: int, ratio: float, data: st.DataObject
+) -> None:
+    values = data.draw(arrays(np.float32, (rows, cols), elements=st.integers(-3, 3).map(float)))
+    weight = torch.from_numpy(values)
+    mask = magnitude_mask(weight, ratio, keep_rows=True)
+    assert bool((mask != 0).any(dim=1).all()), "a row was emptied"
+    assert int((mask == 0).sum()) == min(round(ratio * weight.numel()), rows * (cols - 1))
+    assert torch.equal(mask, magnitude_mask(weight.clone(), ratio, keep_rows=True))
+    # each row's kept weights include one of its largest magnitudes; the other zeros are
+    # the smallest of what is left
+    largest = weight.abs().amax(dim=1)
+    assert bool(((weight.abs() * mask).amax(dim=1) == largest).all())
+
+
+def test_output_layer_is_the_last_layer_computing_the_outputs() -> None:
+    x = torch.randn(2, 3, 4, 4)
+    assert output_layer(_net(), x) == "6"
+    # a flatten or log-softmax after it is still the output layer
+    conv_head = nn.Sequential(nn.Conv2d(3, 5, 4), nn.Flatten(), nn.LogSoftmax(dim=1))
+    assert output_layer(conv_head, x) == "0"
+    # a model ending in pooling over the layer's outputs has no output layer
+    pooled = nn.Sequential(nn.Conv2d(3, 5, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    assert output_layer(pooled, x) is None
+    net = _net().train()
+    output_layer(net, x)
+    assert net.training and not any(m._forward_hooks for m in net.modules())
+
+
+def test_output_layer_rows_survive_one_shot_and_gradual_pruning() -> None:
+    """LeNet-300-100's fc3 at 98%: 20 of 1,000 weights for 10 classes. A layer-wide magnitude
+    mask may leave a class without weights (its logit then a constant); the output layer's
+    masks never do, neither one-shot nor along ``GradualPruning``'s ramp."""
+    torch.manual_seed(0)
+    head = nn.Linear(100, 10)
+    with torch.no_grad():
+        head.weight[3] *= 0.01  # class 3's weights all smaller than any other's
+    plain = nn.Sequential(copy.deepcopy(head))
+    prune_(plain, {"0": 0.98})
+    assert not bool(plain[0].weight[3].any())  # without keep_rows: class 3 emptied
+    net = nn.Sequential(copy.deepcopy(head))
+    prune_(net, {"0": 0.98}, keep_rows=["0"])
+    assert int((net[0].weight == 0).sum()) == 980
+    assert bool((net[0].weight != 0).any(dim=1).all())
+    schedule = GradualPruning(net, ramp_steps=10, updates=5)
+    for step in range(1, 11):
+        schedule(step)
+        assert bool((net[0].weight != 0).any(dim=1).all()), f"a row emptied at step {step}"
+    assert int((net[0].weight == 0).sum()) == 980
