@@ -14,7 +14,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from autocompress.plan import CompressionPlan
-from autocompress.prune import output_layer, prune_
+from autocompress.probe import probe
+from autocompress.prune import drop_zero_inputs_, prune_
 from autocompress.quantize import quantize_
 from autocompress.structured import prune_channels_
 
@@ -30,8 +31,12 @@ def compress(teacher: nn.Module, plan: CompressionPlan, example: torch.Tensor) -
     if plan.structured_ratios:
         prune_channels_(student, plan.structured_ratios, example)
     # The output layer keeps a weight per class: an empty row is a constant logit.
-    output = output_layer(student, example)
+    output = probe(student, example).output_layer
     prune_(student, plan.unstructured_ratios, keep_rows=[output] if output else [])
+    # Weights that read a channel the masks emptied multiply zero: the file need not hold them.
+    # Not with the gradual schedule, whose masks start full and grow by magnitude.
+    if plan.finetune.prune_schedule == "oneshot":
+        drop_zero_inputs_(student, probe(student, example).zero_inputs)
     quantize_(student, plan.bits, plan.act_bits)
     return student
 

@@ -62,35 +62,6 @@ def magnitude_mask(weight: Tensor, ratio: float, keep_rows: bool = False) -> Ten
     return mask.reshape(weight.shape)
 
 
-def output_layer(model: nn.Module, example: Tensor) -> str | None:
-    """The name of the compressible layer that computes the model's outputs: the last one to
-    run in a forward pass of ``example``, if its output has as many elements as the model's
-    (a flatten or log-softmax may follow it); None when the model ends otherwise."""
-    names = {module: name for name, module in model.named_modules()}
-    last: list[tuple[str, int]] = []
-
-    def record(module: nn.Module, _args: object, output: Tensor) -> None:
-        last.append((names[module], output.numel()))
-
-    hooks = [
-        module.register_forward_hook(record)
-        for module in model.modules()
-        if isinstance(module, COMPRESSIBLE_TYPES)
-    ]
-    training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            out = model(example)
-    finally:
-        model.train(training)
-        for hook in hooks:
-            hook.remove()
-    if last and isinstance(out, Tensor) and last[-1][1] == out.numel():
-        return last[-1][0]
-    return None
-
-
 class WeightMask(nn.Module):
     """Parametrization ``w -> w * mask``; the mask is a buffer so it lives in ``state_dict``."""
 
@@ -148,10 +119,80 @@ def prune_(model: nn.Module, ratios: Mapping[str, float], keep_rows: Collection[
         weight = layer.weight
         assert isinstance(weight, Tensor)
         keep = name in keep_rows
-        mask = WeightMask(magnitude_mask(weight, ratio, keep), keep)
-        parametrize.register_parametrization(layer, "weight", mask)
-        if isinstance(getattr(layer, "bias", None), Tensor):
-            parametrize.register_parametrization(layer, "bias", DeadChannelBias(mask))
+        _register_mask(layer, WeightMask(magnitude_mask(weight, ratio, keep), keep))
+
+
+def _register_mask(layer: nn.Module, mask: WeightMask) -> None:
+    parametrize.register_parametrization(layer, "weight", mask)
+    if isinstance(getattr(layer, "bias", None), Tensor):
+        parametrize.register_parametrization(layer, "bias", DeadChannelBias(mask))
+
+
+def drop_zero_inputs_(model: nn.Module, zero_inputs: Mapping[str, Tensor]) -> dict[str, int]:
+    """Mask every weight that reads an input found always zero (``probe.Probe.zero_inputs``);
+    returns layer name -> weights dropped, for layers that lost any.
+
+    Run after ``prune_``, whose emptied channels make those zeros, and before ``quantize_``, so
+    the scales come from what is kept. The masked model computes the same function (a row this
+    would empty keeps its largest weight, because an empty row's bias is zeroed); quantized,
+    a channel's scale may shrink where its largest weight read a zero. A layer ``prune_``
+    left unmasked gets its mask here. In a 453x LeNet-5 plan (fc1 99.9% pruned, fc2 72%), 913
+    of fc2's 1,400 kept weights read fc1 units that have no weights.
+    """
+    dropped: dict[str, int] = {}
+    for name, zero in zero_inputs.items():
+        if not bool(zero.any()):
+            continue
+        layer = compressible_layer(model, name, f"prune/{name}")
+        weight = layer.weight
+        assert isinstance(weight, Tensor)
+        mask = _weight_mask(layer)
+        if mask is None and parametrize.is_parametrized(layer, "weight"):
+            continue  # parametrized by something else: not ours to mask
+        kept = mask.mask != 0 if mask is not None else torch.ones_like(weight, dtype=torch.bool)
+        drop = kept & _reads(layer, zero.to(weight.device)).expand_as(kept)
+        kept_rows, drop_rows = kept.view(len(weight), -1), drop.view(len(weight), -1)
+        emptied = kept_rows.any(dim=1) & ~(kept_rows & ~drop_rows).any(dim=1)
+        if bool(emptied.any()):
+            magnitude = weight.detach().abs().reshape(len(weight), -1)
+            largest = magnitude.masked_fill(~kept_rows, -1).argmax(dim=1)
+            drop_rows[emptied.nonzero().squeeze(1), largest[emptied]] = False
+        count = int(drop.sum())
+        if not count:
+            continue
+        if mask is None:
+            _register_mask(layer, WeightMask((~drop).to(weight.dtype)))
+        else:
+            mask.mask.masked_fill_(drop, 0.0)
+        dropped[name] = count
+    return dropped
+
+
+def _weight_mask(layer: nn.Module) -> WeightMask | None:
+    """The layer's ``WeightMask``, the first of its weight's parametrizations, if it has one."""
+    if not parametrize.is_parametrized(layer, "weight"):
+        return None
+    chain = _weight_chain(layer)
+    return chain[0] if isinstance(chain[0], WeightMask) else None
+
+
+def _weight_chain(layer: nn.Module) -> parametrize.ParametrizationList:
+    parametrizations = layer.parametrizations
+    assert isinstance(parametrizations, nn.ModuleDict)
+    chain = parametrizations["weight"]
+    assert isinstance(chain, parametrize.ParametrizationList)
+    return chain
+
+
+def _reads(layer: nn.Module, zero: Tensor) -> Tensor:
+    """Bool of shape ``(out, in per group, 1, ...)``, broadcastable to the weight: True where a
+    weight reads an input feature (Linear) or channel (Conv) flagged in ``zero``."""
+    weight = layer.weight
+    assert isinstance(weight, Tensor)
+    groups = layer.groups if isinstance(layer, nn.Conv1d | nn.Conv2d) else 1
+    per_group = zero.reshape(groups, -1)  # group g reads channels g * in/groups onwards
+    reads = per_group.repeat_interleave(weight.shape[0] // groups, dim=0)
+    return reads.reshape(*reads.shape, *[1] * (weight.dim() - 2))
 
 
 def cubic_ratio(final: float, progress: float) -> float:
@@ -178,16 +219,10 @@ class GradualPruning:
         self.every = max(self.ramp_steps // max(updates, 1), 1)
         self.layers: list[tuple[Tensor, WeightMask, float]] = []
         for module in model.modules():
-            if not parametrize.is_parametrized(module, "weight"):
-                continue
-            parametrizations = module.parametrizations
-            assert isinstance(parametrizations, nn.ModuleDict)
-            chain = parametrizations["weight"]
-            assert isinstance(chain, parametrize.ParametrizationList)
-            mask = chain[0]
-            if isinstance(mask, WeightMask):
+            mask = _weight_mask(module)
+            if mask is not None:
                 final = float((mask.mask == 0).sum().item()) / mask.mask.numel()
-                self.layers.append((chain.original, mask, final))
+                self.layers.append((_weight_chain(module).original, mask, final))
                 mask.mask.fill_(1.0)
 
     @torch.no_grad()

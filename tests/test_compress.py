@@ -7,7 +7,7 @@ from torch.nn.utils import parametrize
 
 from autocompress.compress import compress, materialize
 from autocompress.models import build_model
-from autocompress.plan import CompressionPlan, LayerPlan
+from autocompress.plan import CompressionPlan, FinetunePlan, LayerPlan
 
 PLAN = CompressionPlan(
     layers={
@@ -41,3 +41,26 @@ def test_materialize_bakes_masks_and_quantizers_and_leaves_the_student_alone() -
         assert [type(p).__name__ for p in student.fc2.parametrizations.bias] == ["DeadChannelBias"]
         assert torch.equal(student(x), expected)
     assert int((student.conv2.weight == 0).sum()) >= round(0.9 * student.conv2.weight.numel())
+
+
+def test_a_sparse_plan_drops_weights_reading_empty_units_and_keeps_every_class() -> None:
+    """fc1 at 99.9% leaves most of its 500 units without weights; fc2's weights on them
+    multiply zero, so compress drops them. The gradual schedule keeps the planned count."""
+    torch.manual_seed(0)
+    teacher = build_model("lenet5", (1, 28, 28), 10)
+    layers = {
+        "conv1": LayerPlan(bits=4, prune=0.5),
+        "conv2": LayerPlan(bits=4, prune=0.5),
+        "fc1": LayerPlan(bits=4, prune=0.999),
+        "fc2": LayerPlan(bits=6, prune=0.7),
+    }
+    example = torch.randn(2, 1, 28, 28)
+    student = compress(teacher, CompressionPlan(layers=layers), example)
+    live = (student.fc1.weight != 0).any(dim=1)
+    kept = student.fc2.weight != 0
+    assert int(live.sum()) < 400  # at most 400 weights: most units are empty
+    assert int(kept.sum()) < 1500  # the plan keeps 30% of 5,000
+    assert not kept[:, ~live].any()  # no row of fc2 read only empty units here
+    assert bool(kept.any(dim=1).all())  # every class keeps a weight
+    gradual = CompressionPlan(layers=layers, finetune=FinetunePlan(prune_schedule="gradual"))
+    assert int((compress(teacher, gradual, example).fc2.weight != 0).sum()) == 1500

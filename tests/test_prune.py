@@ -14,13 +14,14 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from autocompress.errors import ConfigError
+from autocompress.probe import probe
 from autocompress.prune import (
     DeadChannelBias,
     GradualPruning,
     WeightMask,
     cubic_ratio,
+    drop_zero_inputs_,
     magnitude_mask,
-    output_layer,
     prune_,
 )
 
@@ -263,20 +264,6 @@ def test_mask_keeping_rows_keeps_each_rows_largest_and_otherwise_the_exact_count
     assert bool(((weight.abs() * mask).amax(dim=1) == largest).all())
 
 
-def test_output_layer_is_the_last_layer_computing_the_outputs() -> None:
-    x = torch.randn(2, 3, 4, 4)
-    assert output_layer(_net(), x) == "6"
-    # a flatten or log-softmax after it is still the output layer
-    conv_head = nn.Sequential(nn.Conv2d(3, 5, 4), nn.Flatten(), nn.LogSoftmax(dim=1))
-    assert output_layer(conv_head, x) == "0"
-    # a model ending in pooling over the layer's outputs has no output layer
-    pooled = nn.Sequential(nn.Conv2d(3, 5, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-    assert output_layer(pooled, x) is None
-    net = _net().train()
-    output_layer(net, x)
-    assert net.training and not any(m._forward_hooks for m in net.modules())
-
-
 def test_output_layer_rows_survive_one_shot_and_gradual_pruning() -> None:
     """LeNet-300-100's fc3 at 98%: 20 of 1,000 weights for 10 classes. A layer-wide magnitude
     mask may leave a class without weights (its logit then a constant); the output layer's
@@ -297,3 +284,59 @@ def test_output_layer_rows_survive_one_shot_and_gradual_pruning() -> None:
         schedule(step)
         assert bool((net[0].weight != 0).any(dim=1).all()), f"a row emptied at step {step}"
     assert int((net[0].weight == 0).sum()) == 980
+
+
+def _chain() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(2, 6, 3, padding=1),
+        nn.MaxPool2d(2),
+        nn.Conv2d(6, 6, 3, padding=1, groups=3),
+        nn.Flatten(),
+        nn.Linear(6 * 2 * 2, 8),
+        nn.ReLU(),
+        nn.Linear(8, 3),
+    )
+
+
+def test_weights_reading_zero_inputs_are_dropped_and_the_function_is_unchanged() -> None:
+    net = _chain()
+    with torch.no_grad():
+        net[0].weight[1].mul_(1e-4)  # conv channel 1: pruned empty
+        net[4].weight[2:5].mul_(1e-4)  # units 2-4 of the first linear layer: pruned empty
+    prune_(net, {"0": 1 / 6, "4": 0.375}, keep_rows=["6"])
+    x = torch.randn(16, 2, 4, 4)
+    before = net.eval()(x)
+    zero = probe(net, torch.randn(2, 2, 4, 4)).zero_inputs
+    assert zero["2"].tolist() == [False, True, False, False, False, False]
+    # units 2-4 only: another unit the ReLU keeps off for every probe still has weights
+    assert zero["6"].tolist() == [False, False, True, True, True, False, False, False]
+    dropped = drop_zero_inputs_(net, zero)
+    # grouped conv (3 groups of 2 channels): channel 1 is read by output channels 0 and 1 only
+    conv = net[2].weight
+    assert bool((conv[0:2, 1] == 0).all()) and bool((conv[2:, :] != 0).all())
+    assert dropped["2"] == 2 * 9  # net[2] was unpruned: it got a mask
+    assert isinstance(net[2].parametrizations.weight[0], WeightMask)
+    # the grouped conv's channels 0 and 1 also read channel 0: not zero, nothing dropped after
+    assert not zero["4"].any() and "4" not in dropped
+    assert bool((net[6].weight[:, 2:5] == 0).all())
+    assert dropped["6"] == 9
+    assert torch.allclose(net(x), before, atol=1e-6)
+
+
+def test_a_row_reading_only_zeros_keeps_its_largest_weight_and_its_bias() -> None:
+    net = nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 2))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[1.0, 2, 3], [1e-3, 1e-3, 1e-3], [4, 5, 6]]))
+        net[2].weight.copy_(torch.tensor([[0.5, 0.9, 0.7], [0.0, 0.3, 0.2]]))
+        net[2].bias.copy_(torch.tensor([1.0, 2.0]))
+    prune_(net, {"0": 3 / 9, "2": 2 / 6})  # unit 1 emptied; row 1 of net[2] keeps 0.3 only
+    x = torch.randn(8, 3)
+    before = net(x)
+    dropped = drop_zero_inputs_(net, probe(net, x[:2]).zero_inputs)
+    assert dropped == {"2": 1}  # 0.9 of row 0; row 1's 0.3 stays, so does its bias
+    assert torch.equal(
+        net[2].weight != 0, torch.tensor([[True, False, True], [False, True, False]])
+    )
+    assert torch.equal(net[2].bias, torch.tensor([1.0, 2.0]))
+    assert torch.allclose(net(x), before)
