@@ -62,6 +62,8 @@ def probe(model: nn.Module, example: Tensor) -> Probe:
         empty = ~weight.detach().reshape(len(weight), -1).any(dim=1)
         if isinstance(module, nn.Linear):
             return output.masked_fill(empty, torch.nan)
+        if output.dim() != weight.dim():
+            return output  # an unbatched call: its zeros were not recorded either
         return output.masked_fill(empty.reshape(-1, *[1] * (output.dim() - 2)), torch.nan)
 
     out = _run(model, batch, {"forward": record})

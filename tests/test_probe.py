@@ -114,3 +114,23 @@ def test_an_emptied_channel_that_reaches_the_next_layer_as_a_constant_is_not_zer
         norm.bias[1] = -0.7
     clipped = nn.Sequential(conv, norm, nn.ReLU(), nn.Conv2d(3, 2, 1))
     assert probe(clipped, x).zero_inputs["3"].tolist() == [False, True, False]
+
+
+def test_an_unbatched_convolution_call_is_left_alone() -> None:
+    class Unbatched(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(2, 3, 1)
+            self.head = nn.Linear(3 * 4 * 4, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = torch.stack([self.conv(sample) for sample in x])  # (C, H, W) calls
+            return self.head(y.flatten(1))
+
+    net = Unbatched()
+    with torch.no_grad():
+        net.conv.weight[1].zero_()
+        net.conv.bias[1] = 0.0
+    zero = probe(net, torch.randn(2, 2, 4, 4)).zero_inputs
+    assert not zero["conv"].any()
+    assert not zero["head"].any()  # nothing claimed where the marks could not be placed
