@@ -134,3 +134,20 @@ def test_an_unbatched_convolution_call_is_left_alone() -> None:
     zero = probe(net, torch.randn(2, 2, 4, 4)).zero_inputs
     assert not zero["conv"].any()
     assert not zero["head"].any()  # nothing claimed where the marks could not be placed
+
+
+def test_a_model_that_refuses_nans_gets_no_zero_inputs() -> None:
+    class Checked(nn.Sequential):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self[0](x)
+            if not bool(torch.isfinite(y).all()):
+                raise ValueError("non-finite activations")
+            return self[1](torch.relu(y))
+
+    net = Checked(nn.Linear(4, 3), nn.Linear(3, 2))
+    with torch.no_grad():
+        net[0].weight[1].zero_()
+        net[0].bias[1] = 0.0
+    result = probe(net, torch.randn(2, 4))
+    assert result.output_layer == "1"
+    assert not any(flags.any() for flags in result.zero_inputs.values())
