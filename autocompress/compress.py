@@ -22,7 +22,8 @@ from autocompress.structured import prune_channels_
 
 def compress(teacher: nn.Module, plan: CompressionPlan, example: torch.Tensor) -> nn.Module:
     """``example``: one input batch, traced to find the channels that structured pruning removes
-    together (residuals, BatchNorm, depthwise convolutions)."""
+    together (residuals, BatchNorm, depthwise convolutions), and probed (``probe.probe``) for
+    the output layer and for the inputs that emptied channels hold at zero."""
     student = copy.deepcopy(teacher)
     for parameter in student.parameters():
         parameter.requires_grad_(True)
