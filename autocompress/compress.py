@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from autocompress.plan import CompressionPlan
-from autocompress.probe import probe
+from autocompress.probe import output_layer, zero_inputs
 from autocompress.prune import drop_zero_inputs_, prune_
 from autocompress.quantize import quantize_
 from autocompress.structured import prune_channels_
@@ -22,7 +22,7 @@ from autocompress.structured import prune_channels_
 
 def compress(teacher: nn.Module, plan: CompressionPlan, example: torch.Tensor) -> nn.Module:
     """``example``: one input batch, traced to find the channels that structured pruning removes
-    together (residuals, BatchNorm, depthwise convolutions), and probed (``probe.probe``) for
+    together (residuals, BatchNorm, depthwise convolutions), and probed (``probe.py``) for
     the output layer and for the inputs that emptied channels hold at zero."""
     student = copy.deepcopy(teacher)
     for parameter in student.parameters():
@@ -32,12 +32,12 @@ def compress(teacher: nn.Module, plan: CompressionPlan, example: torch.Tensor) -
     if plan.structured_ratios:
         prune_channels_(student, plan.structured_ratios, example)
     # The output layer keeps a weight per class: an empty row is a constant logit.
-    output = probe(student, example).output_layer
+    output = output_layer(student, example)
     prune_(student, plan.unstructured_ratios, keep_rows=[output] if output else [])
     # Weights that read a channel the masks emptied multiply zero: the file need not hold them.
     # Not with the gradual schedule, whose masks start full and grow by magnitude.
     if plan.finetune.prune_schedule == "oneshot":
-        drop_zero_inputs_(student, probe(student, example).zero_inputs)
+        drop_zero_inputs_(student, zero_inputs(student, example))
     quantize_(student, plan.bits, plan.act_bits)
     return student
 

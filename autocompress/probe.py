@@ -21,7 +21,6 @@ sigmoid's 0.5).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -31,23 +30,31 @@ from autocompress.models import COMPRESSIBLE_TYPES
 NOISE_SAMPLES = 32  # each also negated: 64 noise inputs besides the examples
 
 
-@dataclass(frozen=True)
-class Probe:
-    output_layer: str | None  # None when the model ends otherwise (e.g. pooling over it)
-    # layer name -> bool per input feature (Linear) or channel (Conv): zero in every input
-    zero_inputs: dict[str, Tensor]
-
-
-def probe(model: nn.Module, example: Tensor) -> Probe:
-    """Run the probe batch through ``model`` (eval mode, no gradients; its mode is restored)."""
-    names = {module: name for name, module in model.named_modules() if _compressible(module)}
-    batch = _batch(example)
+def output_layer(model: nn.Module, example: Tensor) -> str | None:
+    """The compressible layer whose outputs are the model's; None when the model ends
+    otherwise (e.g. pooling over that layer's outputs). One forward pass of ``example``."""
+    names = _compressible_names(model)
     calls: list[tuple[str, int]] = []
+
+    def record(module: nn.Module, _args: object, output: Tensor) -> None:
+        calls.append((names[module], output.numel()))
+
+    out = _run(model, example, {"forward": record})
+    if calls and isinstance(out, Tensor) and calls[-1][1] == out.numel():
+        return calls[-1][0]
+    return None
+
+
+def zero_inputs(model: nn.Module, example: Tensor) -> dict[str, Tensor]:
+    """Layer name -> bool per input feature (Linear) or channel (Conv): True where the input is
+    zero for every probe input and fed only by emptied channels. Two forward passes of the probe
+    batch (eval mode, no gradients; the model's mode is restored)."""
+    names = _compressible_names(model)
+    batch = _batch(example)
     nonzero: dict[str, Tensor] = {}
     from_empty: dict[str, Tensor] = {}
 
-    def record(module: nn.Module, args: tuple[object, ...], output: Tensor) -> None:
-        calls.append((names[module], output.numel()))
+    def record(module: nn.Module, args: tuple[object, ...], _output: Tensor) -> None:
         seen = _features(module, args[0] if args else None, lambda x: x != 0, default=True)
         _merge_or(nonzero, names[module], seen)  # zero only if zero in every call
 
@@ -66,17 +73,18 @@ def probe(model: nn.Module, example: Tensor) -> Probe:
             return output  # an unbatched call: its zeros were not recorded either
         return output.masked_fill(empty.reshape(-1, *[1] * (output.dim() - 2)), torch.nan)
 
-    out = _run(model, batch, {"forward": record})
+    _run(model, batch, {"forward": record})
     try:
         _run(model, batch, {"pre": note_and_clear_nans, "forward": mark_empty_channels})
     except Exception:  # a model that refuses NaNs (checks its values): then claim no zeros
         from_empty.clear()
-    last = calls[-1] if calls else None
-    output = last[0] if last and isinstance(out, Tensor) and last[1] == out.numel() else None
-    zero = {
+    return {
         name: ~seen & from_empty.get(name, torch.zeros_like(seen)) for name, seen in nonzero.items()
     }
-    return Probe(output, zero)
+
+
+def _compressible_names(model: nn.Module) -> dict[nn.Module, str]:
+    return {module: name for name, module in model.named_modules() if _compressible(module)}
 
 
 def _compressible(module: nn.Module) -> bool:

@@ -129,7 +129,7 @@ def _register_mask(layer: nn.Module, mask: WeightMask) -> None:
 
 
 def drop_zero_inputs_(model: nn.Module, zero_inputs: Mapping[str, Tensor]) -> dict[str, int]:
-    """Mask every weight that reads an input found always zero (``probe.Probe.zero_inputs``);
+    """Mask every weight that reads an input found always zero (``probe.zero_inputs``);
     returns layer name -> weights dropped, for layers that lost any.
 
     Run after ``prune_``, whose emptied channels make those zeros, and before ``quantize_``, so

@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from autocompress.errors import ConfigError
-from autocompress.probe import probe
+from autocompress.probe import zero_inputs
 from autocompress.prune import (
     DeadChannelBias,
     GradualPruning,
@@ -307,7 +307,7 @@ def test_weights_reading_zero_inputs_are_dropped_and_the_function_is_unchanged()
     prune_(net, {"0": 1 / 6, "4": 0.375}, keep_rows=["6"])
     x = torch.randn(16, 2, 4, 4)
     before = net.eval()(x)
-    zero = probe(net, torch.randn(2, 2, 4, 4)).zero_inputs
+    zero = zero_inputs(net, torch.randn(2, 2, 4, 4))
     assert zero["2"].tolist() == [False, True, False, False, False, False]
     # units 2-4 only: another unit the ReLU keeps off for every probe still has weights
     assert zero["6"].tolist() == [False, False, True, True, True, False, False, False]
@@ -333,7 +333,7 @@ def test_a_row_reading_only_zeros_keeps_its_largest_weight_and_its_bias() -> Non
     prune_(net, {"0": 3 / 9, "2": 2 / 6})  # unit 1 emptied; row 1 of net[2] keeps 0.3 only
     x = torch.randn(8, 3)
     before = net(x)
-    dropped = drop_zero_inputs_(net, probe(net, x[:2]).zero_inputs)
+    dropped = drop_zero_inputs_(net, zero_inputs(net, x[:2]))
     assert dropped == {"2": 1}  # 0.9 of row 0; row 1's 0.3 stays, so does its bias
     assert torch.equal(
         net[2].weight != 0, torch.tensor([[True, False, True], [False, True, False]])
