@@ -69,6 +69,10 @@ class ExperimentConfig:
     # A trial whose validation accuracy after its first fine-tuning epoch is this far below the
     # baseline (absolute, accuracy in [0, 1]) is stopped as hopeless (optuna.TrialPruned).
     early_stop_drop: float = 0.3
+    # The most accuracy drop wanted on the front: a trial is stopped once it cannot finish
+    # within it, judged by the largest gain complete trials made from the same epoch
+    # (autocompress.early_stop). 1 keeps every trial running.
+    max_drop: float = 0.05
     # Hand recipes (space files that fix every value) run as a new study's first trials, so
     # the sampler starts from known good points (Optuna's enqueue_trial).
     warm_start: tuple[str, ...] = ()
@@ -164,6 +168,14 @@ def _positive(value: Any, name: str, kind: type) -> Any:
     return value
 
 
+def _drop(value: Any, name: str) -> float:
+    """An accuracy drop: absolute, accuracy in [0, 1]."""
+    drop = _typed(value, float, name)
+    if not 0 < drop <= 1:
+        raise ConfigError(name, f"must be in (0, 1] (absolute accuracy), got {drop}")
+    return float(drop)
+
+
 def build_config(
     file: str | None = None, overrides: Mapping[str, Any] | None = None
 ) -> ExperimentConfig:
@@ -219,9 +231,7 @@ def build_config(
         warm_start = [warm_start]
     if not isinstance(warm_start, list | tuple):
         raise ConfigError("warm_start", "must be a list of recipe files (fixed-value spaces)")
-    drop = _typed(get("early_stop_drop"), float, "early_stop_drop")
-    if not 0 < drop <= 1:
-        raise ConfigError("early_stop_drop", f"must be in (0, 1], got {drop}")
+    drop, max_drop = (_drop(get(key), key) for key in ("early_stop_drop", "max_drop"))
     return ExperimentConfig(
         model=_typed(get("model"), str, "model"),
         data=_typed(get("data"), str, "data"),
@@ -241,6 +251,7 @@ def build_config(
         workers=_positive(get("workers"), "workers", int),
         heartbeat=_positive(get("heartbeat"), "heartbeat", float),
         early_stop_drop=drop,
+        max_drop=max_drop,
         warm_start=tuple(
             _typed(item, str, f"warm_start[{i}]") for i, item in enumerate(warm_start)
         ),
@@ -256,9 +267,7 @@ def _refine_config(raw: Any) -> RefineConfig:
     epochs = _typed(raw.get("epochs", RefineConfig.epochs), int, "refine.epochs")
     if epochs < 0:
         raise ConfigError("refine.epochs", f"must be 0 (off) or positive, got {epochs}")
-    window = _typed(raw.get("window", RefineConfig.window), float, "refine.window")
-    if not 0 < window <= 1:
-        raise ConfigError("refine.window", f"must be in (0, 1], got {window}")
+    window = _drop(raw.get("window", RefineConfig.window), "refine.window")
     return RefineConfig(
         epochs=epochs,
         every=_positive(raw.get("every", RefineConfig.every), "refine.every", int),

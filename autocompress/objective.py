@@ -13,6 +13,7 @@ from autocompress.artifact import SUFFIX, ModelSpec, pack
 from autocompress.compress import compress, materialize
 from autocompress.config import ExperimentConfig
 from autocompress.data import DataSplits
+from autocompress.early_stop import CURVE, learn_allowance
 from autocompress.errors import TrialFailed
 from autocompress.finetune import EpochResult, fit, steps_per_epoch
 from autocompress.latency import measure_latency
@@ -77,6 +78,12 @@ class Objective:
         )
         trial.set_user_attr("mlflow_run_id", run_id)
         epochs = ctx.tracker.epoch_log(run_id)
+        allowance = learn_allowance(
+            trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)),
+            plan.finetune,
+            ctx.baseline.val_accuracy - ctx.config.max_drop,
+        )
+        curve: list[float] = []
         tuned: float | None = None  # when fine-tuning started
         try:
             # 2. A fresh copy of the teacher, pruned and fake-quantized.
@@ -89,9 +96,16 @@ class Objective:
                     {"val_accuracy": result.val_accuracy, "train_loss": result.loss},
                     step=result.epoch,
                 )
+                curve.append(result.val_accuracy)
                 if result.epoch == 1 and result.val_accuracy < self._hopeless_below():
                     raise optuna.TrialPruned(
                         f"validation accuracy {result.val_accuracy:.2%} after epoch 1"
+                    )
+                if allowance.hopeless(result.epoch, result.val_accuracy):
+                    raise optuna.TrialPruned(
+                        f"validation accuracy {result.val_accuracy:.2%} after epoch "
+                        f"{result.epoch} cannot end within {ctx.config.max_drop:.1%} of the "
+                        f"baseline (at most +{allowance.gains[result.epoch - 1]:.1%} more)"
                     )
 
             gradual = gradual_pruning(student, plan, len(ctx.data.train_x))
@@ -145,6 +159,7 @@ class Objective:
             }
             trial.set_user_attr("latency_ms", latency[1].median_ms)
             trial.set_user_attr("time_finetune_s", finetune_s)
+            trial.set_user_attr(CURVE, curve)
             ctx.tracker.log_file(run_id, path)  # on the run: found from any machine
             ratio = metrics["compression_ratio"]
             ctx.tracker.end(

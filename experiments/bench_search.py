@@ -79,8 +79,9 @@ class Baseline:
 @dataclass
 class RunResult:
     model: str
-    # "<sampler>[+warm][+refineE][@<space>]" or "recipe:<name>"; +warm: recipes enqueued first,
-    # +refineE: front members refined with E fine-tuning epochs
+    # "<sampler>[+warm][+refineE][+dropP][@<space>]" or "recipe:<name>"; +warm: recipes
+    # enqueued first, +refineE: front members refined with E fine-tuning epochs, +dropP:
+    # max_drop P points (+drop100: no trial stopped for it)
     method: str
     seed: int
     out: str
@@ -253,6 +254,7 @@ def run_one(
     searcher, _, space = method.partition("@")
     sampler, *modifiers = searcher.split("+")
     refine = [int(m.removeprefix("refine")) for m in modifiers if m.startswith("refine")]
+    drop = [float(m.removeprefix("drop")) / 100 for m in modifiers if m.startswith("drop")]
     name = recipe or short_method(method).replace("+", "-").replace("@", "-")
     slug = f"{baseline.model}-{name}-s{seed}"
     out = out_root / baseline.model / slug
@@ -269,6 +271,7 @@ def run_one(
         if "warm" in modifiers
         else [],
         "refine": {"epochs": refine[0] if refine and not recipe else 0},
+        **({"max_drop": drop[0]} if drop else {}),
         "out": str(out),
         "study_name": slug,
         "teacher": {"epochs": args.teacher_epochs},
@@ -401,6 +404,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=csv_list,
         help="samplers (tpe,random,nsga2,gp); NAME+warm also enqueues the hand recipes first; "
         "NAME+refineE refines front members with E epochs (--refine-epochs); "
+        "NAME+dropP stops trials that cannot end within P points (max_drop; +drop100: none); "
         "NAME@SPACE searches SPACE (a built-in name or a YAML path) instead of --space",
     )
     parser.add_argument("--seeds", default="0,1,2", type=lambda s: [int(x) for x in csv_list(s)])

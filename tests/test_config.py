@@ -50,6 +50,7 @@ def test_study_name_from_mnist_path() -> None:
         ({"timeout": "soon"}, "timeout"),
         ({"study_name": "a b"}, "study_name"),
         ({"early_stop_drop": 2.0}, "early_stop_drop"),
+        ({"max_drop": 0}, "max_drop"),
         ({"teacher": {"epochs": 0}}, "teacher.epochs"),
         ({"teacher": {"lr_max": 1}}, "teacher.lr_max"),
     ],

@@ -11,7 +11,7 @@ import torch
 from mlflow import MlflowClient
 
 import autocompress
-from autocompress import objective
+from autocompress import early_stop, objective
 from autocompress.config import build_config
 from autocompress.study import make_sampler, nsga2_population, run_search
 
@@ -82,6 +82,39 @@ def test_hopeless_trials_stop_early_as_pruned(tmp_path: Path) -> None:
     run = client.get_run(trial.user_attrs["mlflow_run_id"])
     assert run.info.status == "KILLED"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [1]
+
+
+def test_a_trial_that_cannot_end_within_max_drop_stops_at_the_learned_gain(
+    tmp_path: Path,
+) -> None:
+    harsh = tmp_path / "harsh.yaml"
+    harsh.write_text(
+        "layers: [{match: '*', bits: 1, prune: 0.96}]\nfinetune: {epochs: 3, lr: 1.0e-5}\n"
+    )
+    run_search(config(tmp_path, trials=1, space=str(harsh)), progress=False, echo=lambda _: None)
+    study = optuna.load_study(study_name="mlp-digits-harsh", storage=config(tmp_path).storage_url)
+    [first] = study.trials
+    curve = first.user_attrs[early_stop.CURVE]
+    assert len(curve) == 3 and curve[-1] == first.values[0]
+    # History: the real trial, and dominated copies of it, enough for the allowance.
+    for _ in range(early_stop.MIN_HISTORY - 1):
+        study.add_trial(
+            optuna.trial.create_trial(
+                values=[first.values[0] - 0.1, first.values[1] * 2],
+                user_attrs={early_stop.CURVE: curve, "plan": first.user_attrs["plan"]},
+            )
+        )
+    # The same plan again can end near the first, far more than 1 point below the baseline.
+    cfg = config(tmp_path, trials=early_stop.MIN_HISTORY + 1, space=str(harsh), max_drop=0.01)
+    run_search(cfg, progress=False, echo=lambda _: None)
+    last = optuna.load_study(study_name="mlp-digits-harsh", storage=cfg.storage_url).trials[-1]
+    assert last.state.name == "PRUNED"
+    assert (
+        "after epoch 1 cannot end within 1.0% of the baseline" in last.user_attrs["pruned_reason"]
+    )
+    client = MlflowClient(tracking_uri=cfg.mlflow_tracking_uri)
+    run = client.get_run(last.user_attrs["mlflow_run_id"])
+    assert run.info.status == "KILLED"
 
 
 def test_python_api_returns_the_front(tmp_path: Path) -> None:

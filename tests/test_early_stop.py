@@ -1,0 +1,53 @@
+"""Early stopping: what a trial may still gain, learned from the study's complete trials."""
+
+from __future__ import annotations
+
+from optuna.trial import FrozenTrial, TrialState, create_trial
+
+from autocompress.early_stop import CURVE, MIN_HISTORY, SLACK, Allowance, learn_allowance
+from autocompress.plan import FinetunePlan
+
+THREE = FinetunePlan(epochs=3)
+
+
+def finished(
+    curve: list[float], schedule: str = "oneshot", state: TrialState = TrialState.COMPLETE
+) -> FrozenTrial:
+    plan = {"finetune": {"epochs": len(curve), "prune_schedule": schedule}}
+    values = [curve[-1], 1000.0] if state == TrialState.COMPLETE else None
+    return create_trial(state=state, values=values, user_attrs={CURVE: curve, "plan": plan})
+
+
+def test_the_largest_gain_after_each_epoch() -> None:
+    trials = [finished([0.50, 0.60, 0.70])] * (MIN_HISTORY - 1) + [finished([0.80, 0.81, 0.82])]
+    allowance = learn_allowance(trials, THREE, floor=0.9)
+    # after epoch 1: +0.20 (0.50 -> 0.70); after epoch 2: +0.10; after the last: nothing
+    assert allowance.gains == (0.7 - 0.5, 0.7 - 0.6, 0.0)
+
+
+def test_nothing_is_stopped_before_enough_trials_completed() -> None:
+    few = learn_allowance([finished([0.5, 0.5, 0.5])] * (MIN_HISTORY - 1), THREE, floor=0.9)
+    assert few.gains == ()
+    assert not few.hopeless(1, 0.0)
+
+
+def test_only_complete_trials_of_the_same_schedule_count() -> None:
+    # Each of these would allow a gain of 0.4; none is like a 3-epoch one-shot trial.
+    others = [
+        finished([0.5, 0.6, 0.7, 0.9]),  # 4 epochs
+        finished([0.5, 0.7, 0.9], schedule="gradual"),
+        finished([0.5, 0.7], state=TrialState.PRUNED),
+    ]
+    alike = [finished([0.5, 0.55, 0.6])] * MIN_HISTORY
+    allowance = learn_allowance(others * MIN_HISTORY + alike, THREE, floor=0.9)
+    assert allowance.gains == (0.6 - 0.5, 0.6 - 0.55, 0.0)
+
+
+def test_a_trial_is_hopeless_only_beyond_the_gain_and_the_slack() -> None:
+    allowance = Allowance(floor=0.90, gains=(0.10, 0.05, 0.0))
+    assert allowance.hopeless(1, 0.79)  # 0.79 + 0.10 + 0.005 < 0.90
+    assert not allowance.hopeless(1, 0.80 - SLACK / 2)  # within the slack
+    assert allowance.hopeless(2, 0.84)
+    assert not allowance.hopeless(2, 0.85)
+    assert allowance.hopeless(3, 0.89)
+    assert not allowance.hopeless(4, 0.0)  # beyond the learned epochs: no verdict
