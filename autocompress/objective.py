@@ -78,14 +78,15 @@ class Objective:
         )
         trial.set_user_attr("mlflow_run_id", run_id)
         epochs = ctx.tracker.epoch_log(run_id)
-        allowance = learn_allowance(
-            trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)),
-            plan.finetune,
-            ctx.baseline.val_accuracy - ctx.config.max_drop,
-        )
         curve: list[float] = []
         tuned: float | None = None  # when fine-tuning started
         try:
+            # What a trial may still gain after each epoch, learned from the complete ones.
+            allowance = learn_allowance(
+                trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)),
+                plan.finetune,
+                ctx.baseline.val_accuracy - ctx.config.max_drop,
+            )
             # 2. A fresh copy of the teacher, pruned and fake-quantized.
             torch.manual_seed(ctx.config.seed + trial.number)
             student = compress(ctx.baseline.model, plan, ctx.data.train_x[:2])
