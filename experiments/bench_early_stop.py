@@ -21,8 +21,9 @@ import argparse
 import sqlite3
 from pathlib import Path
 
-from bench_search import hypervolume  # experiments/, the script's own directory
-from optuna.trial import create_trial
+from bench_format import best_ratio  # experiments/, the script's own directory
+from bench_search import hypervolume
+from optuna.trial import FrozenTrial, create_trial
 
 from autocompress.early_stop import CURVE, learn_allowance
 from autocompress.plan import FinetunePlan
@@ -30,7 +31,7 @@ from autocompress.plan import FinetunePlan
 THRESHOLDS = (0.2, 0.5, 1.0)  # points of validation accuracy below the baseline
 
 
-def trials_of(run_dir: Path) -> tuple[float, float, list[tuple[list[float], float]]]:
+def trials_of(run_dir: Path) -> tuple[float, int, list[tuple[list[float], int]]]:
     """Baseline accuracy, float32 bytes, and each complete trial's (curve, bytes) by start."""
     db = sqlite3.connect(run_dir / "mlflow.db")
 
@@ -46,15 +47,13 @@ def trials_of(run_dir: Path) -> tuple[float, float, list[tuple[list[float], floa
     for run, value in db.execute(query):
         curves.setdefault(run, []).append(value)
     starts = db.execute("select run_uuid from runs order by start_time").fetchall()
-    return base, float32, [(curves[r], sizes[r]) for (r,) in starts if r in sizes]
+    complete = [(curves[r], int(sizes[r])) for (r,) in starts if r in sizes]
+    return base, int(float32), complete
 
 
-def summary(points: list[tuple[float, float]], base: float, float32: float) -> str:
+def summary(points: list[tuple[float, int]], base: float, float32: int) -> str:
+    best = [best_ratio(points, base - t / 100, float32) or 0.0 for t in THRESHOLDS]
     ratios = [(acc, float32 / size) for acc, size in points]
-    best = [
-        max((r for acc, r in ratios if 100 * (base - acc) <= t + 1e-9), default=0.0)
-        for t in THRESHOLDS
-    ]
     return " ".join(f"{r:6.1f}x" for r in best) + f"  HV {hypervolume(ratios, base):4.1f}"
 
 
@@ -72,8 +71,8 @@ def main() -> None:
         finetune = FinetunePlan(epochs=epochs)
         plan = {"finetune": {"epochs": epochs, "prune_schedule": finetune.prune_schedule}}
         floor = base - args.max_drop / 100
-        finished: list = []
-        kept: list[tuple[float, float]] = []
+        finished: list[FrozenTrial] = []
+        kept: list[tuple[float, int]] = []
         stopped = wrong = saved = 0
         for curve, size in trials:
             allowance = learn_allowance(finished, finetune, floor)

@@ -63,13 +63,17 @@ def test_failed_and_nan_trials_are_recorded_and_the_study_goes_on(
             assert run.info.status == "FINISHED"
 
 
-def test_hopeless_trials_stop_early_as_pruned(tmp_path: Path) -> None:
-    # Every layer at 1 bit with 96% of weights gone cannot stay within a 1-point drop.
+def harsh_space(tmp_path: Path) -> str:
+    """Every layer at 1 bit with 96% of weights gone: cannot stay within a 1-point drop."""
     space = tmp_path / "harsh.yaml"
     space.write_text(
         "layers: [{match: '*', bits: 1, prune: 0.96}]\nfinetune: {epochs: 3, lr: 1.0e-5}\n"
     )
-    cfg = config(tmp_path, trials=1, space=str(space), early_stop_drop=0.01)
+    return str(space)
+
+
+def test_hopeless_trials_stop_early_as_pruned(tmp_path: Path) -> None:
+    cfg = config(tmp_path, trials=1, space=harsh_space(tmp_path), early_stop_drop=0.01)
     stopped = r"no trial has completed \(1 stopped as hopeless, 0 failed"
     with pytest.raises(autocompress.AutocompressError, match=stopped):
         run_search(cfg, progress=False, echo=lambda _: None)
@@ -87,11 +91,8 @@ def test_hopeless_trials_stop_early_as_pruned(tmp_path: Path) -> None:
 def test_a_trial_that_cannot_end_within_max_drop_stops_at_the_learned_gain(
     tmp_path: Path,
 ) -> None:
-    harsh = tmp_path / "harsh.yaml"
-    harsh.write_text(
-        "layers: [{match: '*', bits: 1, prune: 0.96}]\nfinetune: {epochs: 3, lr: 1.0e-5}\n"
-    )
-    run_search(config(tmp_path, trials=1, space=str(harsh)), progress=False, echo=lambda _: None)
+    harsh = harsh_space(tmp_path)
+    run_search(config(tmp_path, trials=1, space=harsh), progress=False, echo=lambda _: None)
     study = optuna.load_study(study_name="mlp-digits-harsh", storage=config(tmp_path).storage_url)
     [first] = study.trials
     curve = first.user_attrs[early_stop.CURVE]
@@ -105,7 +106,7 @@ def test_a_trial_that_cannot_end_within_max_drop_stops_at_the_learned_gain(
             )
         )
     # The same plan again can end near the first, far more than 1 point below the baseline.
-    cfg = config(tmp_path, trials=early_stop.MIN_HISTORY + 1, space=str(harsh), max_drop=0.01)
+    cfg = config(tmp_path, trials=early_stop.MIN_HISTORY + 1, space=harsh, max_drop=0.01)
     run_search(cfg, progress=False, echo=lambda _: None)
     last = optuna.load_study(study_name="mlp-digits-harsh", storage=cfg.storage_url).trials[-1]
     assert last.state.name == "PRUNED"
