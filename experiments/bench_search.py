@@ -5,9 +5,10 @@ at the same budget, in the same run, on the MNIST files in ../shared/data/mnist.
         --seeds 0,1,2 --trials 300 --minutes 60 --teacher-epochs 30 --out bench-lenet5
     python experiments/bench_search.py --models lenet300 ... --out bench-lenet300
 
-(the defaults; on 2 CPU cores a LeNet-5 trial takes ~12 s, a LeNet-300-100 trial ~1.5 s, at
-10 fine-tuning epochs, more for GP, whose sampler costs seconds per trial; --minutes caps any
-search. Spaces side by side: ``--samplers tpe,tpe@experiments/spaces/log_keep.yaml``.
+(the defaults; on 2 CPU cores a LeNet-5 trial takes ~20 s, a LeNet-300-100 trial ~3.5 s, at
+10 fine-tuning epochs (docs/BENCHMARKS.md, 2026-11-27), more for GP, whose sampler costs seconds
+per trial; --minutes caps any search.
+Spaces side by side: ``--samplers tpe,tpe@experiments/spaces/log_keep.yaml``.
 Smoke test, under a minute:
 ``--models lenet300 --samplers tpe,random --seeds 0 --trials 4 --teacher-epochs 5``.)
 
