@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
@@ -33,7 +34,7 @@ def magnitude_mask(weight: Tensor, ratio: float, keep_rows: bool = False) -> Ten
     The zeros sit at the smallest ``|w|``; of equal magnitudes at the threshold the lowest flat
     (row-major) positions go first, so the same weight always gives the same mask and the count
     is exact even when many weights are equal (e.g. already zero): the mask a stable sort would
-    give. A selection (``kthvalue``) finds the threshold instead of sorting: the sort of
+    give. A selection (``_kth_smallest``) finds the threshold instead of sorting: the sort of
     LeNet-300-100's 235,200 fc1 weights was most of a trial's compression step.
 
     ``keep_rows``: each output channel (row) keeps its largest weight, so at most
@@ -54,12 +55,26 @@ def magnitude_mask(weight: Tensor, ratio: float, keep_rows: bool = False) -> Ten
         n_zero = min(n_zero, magnitude.numel() - rows.shape[0])
     mask = torch.ones_like(magnitude)
     if n_zero:
-        threshold = torch.kthvalue(magnitude, n_zero).values
+        threshold = _kth_smallest(magnitude, n_zero)
         below = magnitude < threshold
         ties = torch.nonzero(magnitude == threshold).reshape(-1)
         mask[below] = 0.0
         mask[ties[: n_zero - int(below.sum())]] = 0.0
     return mask.reshape(weight.shape)
+
+
+def _kth_smallest(values: Tensor, k: int) -> Tensor:
+    """The ``k``-th smallest (1-based) of a flat tensor, as a 0-d tensor on its device.
+
+    On CPU numpy's introselect (``np.partition``) is about ten times faster than
+    ``torch.kthvalue``: 0.4 against 4.5 ms for LeNet-300-100's fc1 (``compress`` runs it once
+    per layer per trial, gradual pruning ten times per layer). Elsewhere, and for dtypes numpy
+    lacks, ``kthvalue``.
+    """
+    if values.device.type == "cpu" and values.dtype != torch.bfloat16:
+        array = values.numpy()
+        return torch.as_tensor(np.partition(array, k - 1)[k - 1])
+    return torch.kthvalue(values, k).values
 
 
 class WeightMask(nn.Module):
@@ -96,7 +111,9 @@ class DeadChannelBias(nn.Module):
 
     def forward(self, b: Tensor) -> Tensor:
         mask = self.weight_mask.mask
-        return b * mask.reshape(mask.shape[0], -1).ne(0).any(dim=1).to(b.dtype)
+        # A row's max, not ne(0).any(): 16 times faster on fc1's 235,200-entry 0/1 mask (30
+        # against 480 us), which made this a fifth of a LeNet-300-100 training step.
+        return b * mask.reshape(mask.shape[0], -1).amax(dim=1).ne(0).to(b.dtype)
 
 
 def prune_(model: nn.Module, ratios: Mapping[str, float], keep_rows: Collection[str] = ()) -> None:

@@ -6,7 +6,7 @@ from torch import nn
 
 from autocompress.data import load_data
 from autocompress.errors import TrialFailed
-from autocompress.finetune import accuracy, fit
+from autocompress.finetune import accuracy, cpu_conv_layout, fit
 from autocompress.models import build_model
 from autocompress.plan import DistillPlan
 
@@ -70,3 +70,32 @@ def test_non_finite_validation_logits_fail_the_trial(digits) -> None:  # type: i
     with pytest.raises(TrialFailed, match="validation logits are not finite after epoch 1"):
         fit(Spiky(), (digits.train_x, digits.train_y), (digits.val_x, digits.val_y),
             epochs=1, lr=1e-3, batch_size=128, seed=0)  # fmt: skip
+
+
+def test_conv_models_read_channels_last_images_and_compute_the_same(digits) -> None:  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
+    conv = build_model("lenet5", digits.input_shape, digits.num_classes).eval()
+    images = digits.val_x
+    converted = cpu_conv_layout(conv, images)
+    assert converted.is_contiguous(memory_format=torch.channels_last)
+    assert converted.stride() != images.stride()  # one channel: only a real copy changes strides
+    assert torch.equal(converted, images)
+    with torch.no_grad():
+        torch.testing.assert_close(conv(converted), conv(images), rtol=1e-5, atol=1e-5)
+    # Models without 2-d convolutions, and anything but a batch of images, stay as they are.
+    assert cpu_conv_layout(build_model("mlp", digits.input_shape, 10), images) is images
+    flat = images.flatten(1)
+    assert cpu_conv_layout(conv, flat) is flat
+
+
+def test_fit_trains_a_conv_model_and_leaves_its_layout(digits) -> None:  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
+    model = build_model("lenet5", digits.input_shape, digits.num_classes)
+    history = fit(
+        model, (digits.train_x, digits.train_y), (digits.val_x, digits.val_y),
+        epochs=4, lr=3e-3, batch_size=64, seed=0,
+    )  # fmt: skip
+    assert history[-1].loss < history[0].loss
+    assert history[-1].val_accuracy == accuracy(model, digits.val_x, digits.val_y) > 0.8
+    assert all(p.is_contiguous() for p in model.parameters())
+    assert digits.train_x.is_contiguous()

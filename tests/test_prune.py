@@ -77,6 +77,19 @@ def test_magnitude_mask_with_ties_is_exact_and_deterministic(
     assert torch.equal(mask, torch.ones_like(weight).index_fill_(0, order, 0.0))
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_magnitude_mask_is_exact_in_every_dtype(dtype: torch.dtype) -> None:
+    """numpy selects the threshold for the dtypes it has; bfloat16 falls back to kthvalue."""
+    torch.manual_seed(0)
+    weight = torch.randn(40, 30).to(dtype)  # half precision: many equal magnitudes
+    for ratio in (0.3, 0.9, 0.999):
+        mask = magnitude_mask(weight, ratio)
+        assert mask.dtype == dtype
+        assert int((mask == 0).sum()) == round(ratio * weight.numel())
+        order = torch.argsort(weight.abs().reshape(-1), stable=True)[: round(ratio * 1200)]
+        assert torch.equal(mask.reshape(-1), torch.ones(1200, dtype=dtype).index_fill_(0, order, 0))
+
+
 def test_magnitude_mask_rejects_ratio_outside_unit_interval() -> None:
     with pytest.raises(ValueError):
         magnitude_mask(torch.ones(3), 1.5)
