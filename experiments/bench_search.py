@@ -5,9 +5,10 @@ at the same budget, in the same run, on the MNIST files in ../shared/data/mnist.
         --seeds 0,1,2 --trials 300 --minutes 60 --teacher-epochs 30 --out bench-lenet5
     python experiments/bench_search.py --models lenet300 ... --out bench-lenet300
 
-(the defaults; on 2 CPU cores a LeNet-5 trial takes ~20 s, a LeNet-300-100 trial ~3.5 s, at
-10 fine-tuning epochs (docs/BENCHMARKS.md, 2026-11-27), more for GP, whose sampler costs seconds
-per trial; --minutes caps any search.
+(the defaults; on 2 CPU cores, early-stopped trials included, a LeNet-5 trial averaged 9.7 s
+in a 12-minute search (21 s over an hour before 558ccf9 made trials about 1.3 times faster),
+a LeNet-300-100 trial ~2.1 s in 4 minutes, at 10 fine-tuning epochs (docs/BENCHMARKS.md,
+2026-11-27); GP's sampler adds about 0.6 s per trial; --minutes caps any search.
 Spaces side by side: ``--samplers tpe,tpe@experiments/spaces/log_keep.yaml``.
 Smoke test, under a minute:
 ``--models lenet300 --samplers tpe,random --seeds 0 --trials 4 --teacher-epochs 5``.)
