@@ -70,7 +70,6 @@ def main() -> None:
     clock(optuna.Trial, "_suggest", "  one parameter")
     clock(optuna.Trial, "set_user_attr", "set_user_attr")
     clock(optuna.Study, "ask", "study.ask")
-    clock(optuna.Study, "tell", "study.tell")
     clock(optuna.Study, "get_trials", "study.get_trials")
     clock(optuna.study.MaxTrialsCallback, "__call__", "trial-count callback")
     clock(optuna.samplers.TPESampler, "sample_relative", "TPE sample_relative")
