@@ -5,11 +5,18 @@ worker stopped beating (SIGKILL, a dead machine) for ``grace`` seconds is failed
 worker that starts a trial, and ``RetryHeartbeatStaleTrialCallback`` queues its configuration
 again. SQLite also gets a long busy timeout so several local workers wait for the file lock
 instead of failing with "database is locked", and WAL mode (``autocompress.sqlite_wal``).
+
+Workers started together on a new database race to create Optuna's tables: SQLAlchemy checks
+that a table is missing, then creates it, and a second worker between the two fails with "table
+already exists" (or a duplicate row in ``alembic_version``); 5 of 10 tries lost a worker with 4
+started at once. Opening again sees the other worker's tables and goes on, so a creation race
+is retried.
 """
 
 from __future__ import annotations
 
 import re
+import time
 import warnings
 
 import optuna
@@ -21,6 +28,11 @@ from autocompress.sqlite_wal import use_wal
 SQLITE_BUSY_TIMEOUT_S = 60
 STALE_RETRIES = 2  # a configuration whose worker died twice is not tried a third time
 _SCHEMES = ("sqlite", "postgresql", "mysql")
+CREATION_RETRIES = 5
+# What SQLite, PostgreSQL and MySQL say when another worker created a table or row first.
+_CREATION_RACE = re.compile(
+    r"already exists|UNIQUE constraint failed|duplicate key|Duplicate entry"
+)
 
 
 def redact(url: str) -> str:
@@ -43,7 +55,7 @@ def open_storage(url: str, heartbeat_s: float) -> RDBStorage:
     try:
         with warnings.catch_warnings():  # the heartbeat API is "experimental" since Optuna 2.9
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return _rdb_storage(url, engine_kwargs, heartbeat_s)
+            return _rdb_storage_despite_creation_races(url, engine_kwargs, heartbeat_s)
     except ImportError as exc:  # Optuna wraps the driver's ModuleNotFoundError
         cause = exc.__cause__ if isinstance(exc.__cause__, ModuleNotFoundError) else exc
         driver = getattr(cause, "name", None) or "its database driver"
@@ -55,6 +67,19 @@ def open_storage(url: str, heartbeat_s: float) -> RDBStorage:
         detail = " ".join(str(exc).split())
         detail = detail.split("(Background on this error")[0].strip()
         raise ConfigError("storage", f"cannot open '{redact(url)}': {detail[:300]}") from None
+
+
+def _rdb_storage_despite_creation_races(
+    url: str, engine_kwargs: dict[str, object], heartbeat_s: float
+) -> RDBStorage:
+    for attempt in range(1, CREATION_RETRIES):
+        try:
+            return _rdb_storage(url, engine_kwargs, heartbeat_s)
+        except Exception as exc:
+            if not _CREATION_RACE.search(str(exc)):
+                raise
+            time.sleep(0.1 * attempt)  # the other worker finishes its few statements
+    return _rdb_storage(url, engine_kwargs, heartbeat_s)
 
 
 def _rdb_storage(url: str, engine_kwargs: dict[str, object], heartbeat_s: float) -> RDBStorage:

@@ -1,0 +1,69 @@
+"""Opening the study's storage: workers that start together on a new database."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from autocompress import storage
+from autocompress.errors import ConfigError
+from autocompress.storage import open_storage
+
+
+def open_together(url: str, workers: int) -> list[Exception]:
+    """What each of ``workers`` threads got from opening ``url`` at the same moment."""
+    start = threading.Barrier(workers)
+    errors: list[Exception] = []
+
+    def open_storage_on_start() -> None:
+        start.wait()
+        try:
+            open_storage(url, heartbeat_s=1)
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_storage_on_start) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
+
+
+def test_workers_opening_a_new_database_at_once_all_open_it(tmp_path: Path) -> None:
+    """Each of 20 tries without the retry lost a worker to "table studies already exists"."""
+    for attempt in range(2):
+        assert open_together(f"sqlite:///{tmp_path / f'optuna{attempt}.db'}", workers=4) == []
+
+
+def test_an_error_that_is_not_a_creation_race_is_not_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = []
+
+    def failing(*args: object) -> None:
+        calls.append(args)
+        raise RuntimeError("unable to open database file")
+
+    monkeypatch.setattr(storage, "_rdb_storage", failing)
+    with pytest.raises(ConfigError, match=r"^storage: cannot open .*unable to open database file"):
+        open_storage(f"sqlite:///{tmp_path / 'optuna.db'}", heartbeat_s=1)
+    assert len(calls) == 1
+
+
+def test_a_creation_race_that_never_settles_is_reported_after_the_retries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = []
+
+    def racing(*args: object) -> None:
+        calls.append(args)
+        raise RuntimeError("(sqlite3.OperationalError) table studies already exists")
+
+    monkeypatch.setattr(storage, "_rdb_storage", racing)
+    monkeypatch.setattr(storage.time, "sleep", lambda _: None)
+    with pytest.raises(ConfigError, match=r"^storage: cannot open .*table studies already exists"):
+        open_storage(f"sqlite:///{tmp_path / 'optuna.db'}", heartbeat_s=1)
+    assert len(calls) == storage.CREATION_RETRIES
