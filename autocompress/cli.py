@@ -231,7 +231,9 @@ def _search(args: argparse.Namespace) -> int:
     print(format_table(result.front, result.baseline))
     if result.trials_run:
         per_trial = result.seconds / result.trials_run
-        outside = 1 - result.finetune_seconds / result.seconds if result.seconds else 0.0
+        outside = (
+            1 - result.finetune_seconds / result.trial_seconds if result.trial_seconds else 0.0
+        )
         print(
             f"\n{result.trials_run} trials in {result.seconds:.1f} s ({per_trial:.2f} s/trial, "
             f"{outside:.1%} outside fine-tuning)"

@@ -36,6 +36,7 @@ from autocompress.models import (
 )
 from autocompress.objective import Objective, SearchContext, model_path
 from autocompress.refine import Refiner
+from autocompress.sampler_seed import FirstTrialSeeded
 from autocompress.signals import Interrupted, interruptible
 from autocompress.space import SearchSpace, build_space, load_space
 from autocompress.storage import open_storage
@@ -75,7 +76,10 @@ class SearchResult:
     files: dict[str, Path]
     trials_run: int  # trials this call ran (a resume runs only the rest of the budget)
     seconds: float  # wall time of this call's trials
-    finetune_seconds: float  # of which spent fine-tuning
+    # Those trials' own time, start to end, summed, and the part of it spent fine-tuning: a
+    # share that stays in [0, 1] when workers overlap (the wall time's would go negative).
+    trial_seconds: float
+    finetune_seconds: float
     interrupted: Interrupted | None = None  # the signal that stopped the search early
 
 
@@ -200,10 +204,13 @@ def _load_study(config: ExperimentConfig, worker: int, create: bool) -> optuna.S
             "study_name",
             f"study '{study.study_name}' has other objectives than {list(config.objectives)}",
         )
-    # The sampler is not stored. Seed it by worker and by the study's progress, so workers
-    # differ and a resume does not replay the first run's random startup trials.
-    seed = config.seed + 10_007 * worker + len(study.trials)
-    study.sampler = make_sampler(config.sampler, seed, config.trials)
+    # The sampler is not stored. Seed it by worker and by the number of its first trial, so
+    # workers differ (even started at once) and a resume does not replay the first run's
+    # random startup trials.
+    study.sampler = FirstTrialSeeded(
+        lambda seed: make_sampler(config.sampler, seed, config.trials),
+        config.seed + 10_007 * worker,
+    )
     return study
 
 
@@ -490,6 +497,7 @@ def run_search(
         bar.close()
     seconds = time.perf_counter() - start
     ran = [t for t in study.get_trials(deepcopy=False) if t.number not in before]
+    ended = [t for t in ran if t.datetime_start is not None and t.datetime_complete is not None]
     points, files = _finish(prepared, study, baseline, tracker, parent, interrupted)
     return SearchResult(
         study_name=study.study_name,
@@ -499,9 +507,15 @@ def run_search(
         files=files,
         trials_run=len(ran),
         seconds=seconds,
-        finetune_seconds=sum(t.user_attrs.get("time_finetune_s", 0.0) for t in ran),
+        trial_seconds=sum(_duration_s(t) for t in ended),
+        finetune_seconds=sum(t.user_attrs.get("time_finetune_s", 0.0) for t in ended),
         interrupted=interrupted,
     )
+
+
+def _duration_s(trial: FrozenTrial) -> float:
+    assert trial.datetime_start is not None and trial.datetime_complete is not None
+    return (trial.datetime_complete - trial.datetime_start).total_seconds()
 
 
 def stored_config(

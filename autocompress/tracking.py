@@ -3,15 +3,23 @@
 Everything goes through ``MlflowClient`` with explicit run ids, never the fluent API, whose
 active run is per thread and per process: a resumed search (or another worker) finds the
 study's parent run by the id kept on the Optuna study and adds its trial runs under it.
+
+Processes that open one SQLite tracking database take turns (a lock file beside it): MLflow
+creates and migrates a new database's tables with no lock of its own, and searches started
+together lost a process to "table experiments already exists" or "duplicate column name" in 5
+of 5 tries. The turn also covers finding or creating the experiment and the study's parent run,
+so those searches share one of each.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
@@ -20,12 +28,24 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from autocompress.signals import shielded
 from autocompress.sqlite_wal import use_wal
 
+_ROLE = "autocompress.role"  # tag: "study" on the parent run, "trial" on each trial's run
 _MAX_BATCH = 100  # MLflow's limit on params per log_batch call
 _MAX_VALUE = 6000  # MLflow's limit on a param value's length
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+@contextmanager
+def _turn(tracking_uri: str) -> Iterator[None]:
+    """Held by one process at a time per SQLite database file; a no-op for other stores."""
+    prefix = "sqlite:///"
+    lock = (
+        FileLock(f"{tracking_uri[len(prefix) :]}.lock") if tracking_uri.startswith(prefix) else None
+    )
+    with lock if lock is not None else nullcontext():
+        yield
 
 
 class _ShieldedClient:
@@ -52,20 +72,23 @@ class Tracker:
 
     def __init__(self, tracking_uri: str, experiment_name: str, artifact_dir: Path | None) -> None:
         use_wal()  # before MLflow opens its database
-        self.client = _ShieldedClient(MlflowClient(tracking_uri=tracking_uri))
-        experiment = self.client.get_experiment_by_name(experiment_name)
-        if experiment is None:
-            location = artifact_dir.resolve().as_uri() if artifact_dir is not None else None
-            self.experiment_id = self.client.create_experiment(
-                experiment_name, artifact_location=location
-            )
-        else:
-            self.experiment_id = experiment.experiment_id
-            if experiment.lifecycle_stage == "deleted":
-                self.client.restore_experiment(self.experiment_id)
+        self.tracking_uri = tracking_uri
+        with _turn(tracking_uri):
+            self.client = _ShieldedClient(MlflowClient(tracking_uri=tracking_uri))
+            experiment = self.client.get_experiment_by_name(experiment_name)
+            if experiment is None:
+                location = artifact_dir.resolve().as_uri() if artifact_dir is not None else None
+                self.experiment_id = self.client.create_experiment(
+                    experiment_name, artifact_location=location
+                )
+            else:
+                self.experiment_id = experiment.experiment_id
+                if experiment.lifecycle_stage == "deleted":
+                    self.client.restore_experiment(self.experiment_id)
 
     def open_parent(self, run_id: str | None, study_name: str) -> str:
-        """The study's parent run: the stored one if it still exists, else a new one."""
+        """The study's parent run: the stored one if it still exists, else the experiment's
+        study run that another search just created, else a new one."""
         if run_id is not None:
             try:
                 self.client.get_run(run_id)
@@ -74,10 +97,19 @@ class Tracker:
             else:
                 self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
                 return run_id
-        run = self.client.create_run(
-            self.experiment_id, run_name=study_name, tags={"autocompress.role": "study"}
-        )
-        return str(run.info.run_id)
+        with _turn(self.tracking_uri):
+            found = self.client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.`{_ROLE}` = 'study' and attributes.status = 'RUNNING'",
+                max_results=1,
+                order_by=["attributes.start_time ASC"],
+            )
+            if found:
+                return str(found[0].info.run_id)
+            run = self.client.create_run(
+                self.experiment_id, run_name=study_name, tags={_ROLE: "study"}
+            )
+            return str(run.info.run_id)
 
     def start_trial(
         self, parent_id: str, number: int, params: Mapping[str, Any], plan: dict[str, Any]
@@ -87,7 +119,7 @@ class Tracker:
             run_name=f"trial-{number:03d}",
             tags={
                 MLFLOW_PARENT_RUN_ID: parent_id,
-                "autocompress.role": "trial",
+                _ROLE: "trial",
                 "trial": str(number),
                 "state": "RUNNING",
             },

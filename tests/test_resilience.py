@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -24,13 +25,15 @@ pytestmark = pytest.mark.slow
 def start(tmp_path: Path, *args: str, epochs: int = SLOW_EPOCHS) -> subprocess.Popen[str]:
     config = tmp_path / "overnight.yaml"
     # Slow trials (many epochs) so a signal lands mid-trial; a 1 s heartbeat, 3 s grace.
-    config.write_text(
+    write_unless_same(
+        config,
         "model: mlp\ndata: digits\nearly_stop_drop: 1.0\nheartbeat: 1\nteacher: {epochs: 8}\n"
-        f"space: {tmp_path / 'slow.yaml'}\n"
+        f"space: {tmp_path / 'slow.yaml'}\n",
     )
-    (tmp_path / "slow.yaml").write_text(
+    write_unless_same(
+        tmp_path / "slow.yaml",
         "layers: [{match: '*', bits: [4, 8], prune: {low: 0.0, high: 0.8, step: 0.1}}]\n"
-        f"finetune: {{epochs: {epochs}, lr: 1.0e-3, batch_size: 128}}\n"
+        f"finetune: {{epochs: {epochs}, lr: 1.0e-3, batch_size: 128}}\n",
     )
     # faulthandler: a search that does not exit in time dumps its threads' stacks (see finish)
     env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONWARNINGS="ignore", PYTHONFAULTHANDLER="1")
@@ -41,6 +44,12 @@ def start(tmp_path: Path, *args: str, epochs: int = SLOW_EPOCHS) -> subprocess.P
     )  # fmt: skip
 
 
+def write_unless_same(path: Path, text: str) -> None:
+    """Searches started a moment earlier may be reading the file: leave it alone if unchanged."""
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+
+
 def finish(process: subprocess.Popen[str], timeout: float) -> tuple[str, str]:
     """The process's output once it exits; past ``timeout``, fail with its threads' stacks."""
     try:
@@ -49,6 +58,13 @@ def finish(process: subprocess.Popen[str], timeout: float) -> tuple[str, str]:
         process.send_signal(signal.SIGABRT)
         _, err = process.communicate()
         raise AssertionError(f"no exit within {timeout} s; its stacks:\n{err[-6000:]}") from None
+
+
+def outside_finetuning(out: str) -> float:
+    """The percentage the search's summary line gives."""
+    match = re.search(r"(-?[\d.]+)% outside fine-tuning", out)
+    assert match is not None, out
+    return float(match.group(1))
 
 
 def load(tmp_path: Path) -> optuna.Study:
@@ -144,8 +160,9 @@ def test_timeout_ends_cleanly(tmp_path: Path) -> None:
 
 def test_two_local_workers_share_one_study(tmp_path: Path) -> None:
     process = start(tmp_path, "--trials", "6", "--workers", "2", epochs=2)
-    _, err = finish(process, 300)
+    out, err = finish(process, 300)
     assert process.returncode == 0, err
+    assert 0 < outside_finetuning(out) < 100  # the two workers' fine-tuning overlaps in time
     study = load(tmp_path)
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) == 6
@@ -156,5 +173,31 @@ def test_two_local_workers_share_one_study(tmp_path: Path) -> None:
     runs = client.search_runs(
         [client.get_experiment_by_name(STUDY).experiment_id],
         filter_string=f"tags.mlflow.parentRunId = '{parent}'",
+    )
+    assert sorted(int(r.data.tags["trial"]) for r in runs) == sorted(numbers)
+
+
+def test_searches_started_together_on_a_new_study_share_it(tmp_path: Path) -> None:
+    """A job array: 3 searches at once on one new study. Before, their race to create the
+    Optuna and MLflow tables lost one of them in every try, and each made its own parent run."""
+    processes = [start(tmp_path, "--trials", "4", epochs=2) for _ in range(3)]
+    for process in processes:
+        out, err = finish(process, 300)
+        assert process.returncode == 0, err
+        assert 0 < outside_finetuning(out) < 100  # it also counts the others' trials
+    study = load(tmp_path)
+    numbers = [t.number for t in study.trials]
+    # --trials is the study's total; a worker finishes the trial it started when it is reached
+    assert 4 <= len(numbers) <= 4 + 2
+    assert all(t.state.is_finished() for t in study.trials)
+    # each sampler seeded by its worker's first trial: before, the 3 first trials were one plan
+    plans = {tuple(sorted(t.params.items())) for t in study.trials}
+    assert len(plans) == len(numbers)
+    client = mlflow_client(tmp_path)
+    experiment = client.get_experiment_by_name(STUDY).experiment_id
+    parents = client.search_runs([experiment], filter_string="tags.`autocompress.role` = 'study'")
+    assert [r.info.run_id for r in parents] == [study.user_attrs["mlflow_parent_run_id"]]
+    runs = client.search_runs(
+        [experiment], filter_string=f"tags.mlflow.parentRunId = '{parents[0].info.run_id}'"
     )
     assert sorted(int(r.data.tags["trial"]) for r in runs) == sorted(numbers)
