@@ -14,8 +14,8 @@ so those searches share one of each.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -37,15 +37,12 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-@contextmanager
-def _turn(tracking_uri: str) -> Iterator[None]:
+def _turn(tracking_uri: str) -> AbstractContextManager[object]:
     """Held by one process at a time per SQLite database file; a no-op for other stores."""
     prefix = "sqlite:///"
-    lock = (
-        FileLock(f"{tracking_uri[len(prefix) :]}.lock") if tracking_uri.startswith(prefix) else None
-    )
-    with lock if lock is not None else nullcontext():
-        yield
+    if tracking_uri.startswith(prefix):
+        return FileLock(f"{tracking_uri.removeprefix(prefix)}.lock")
+    return nullcontext()
 
 
 class _ShieldedClient:
