@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 
@@ -38,32 +39,24 @@ def test_workers_opening_a_new_database_at_once_all_open_it(tmp_path: Path) -> N
         assert open_together(f"sqlite:///{tmp_path / f'optuna{attempt}.db'}", workers=4) == []
 
 
-def test_an_error_that_is_not_a_creation_race_is_not_retried(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("error", "tries"),
+    [
+        ("unable to open database file", 1),  # not a creation race: reported at once
+        ("(sqlite3.OperationalError) table studies already exists", storage.CREATION_RETRIES),
+    ],
+)
+def test_an_error_is_retried_only_if_it_is_a_creation_race_and_then_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: str, tries: int
 ) -> None:
     calls = []
 
     def failing(*args: object) -> None:
         calls.append(args)
-        raise RuntimeError("unable to open database file")
+        raise RuntimeError(error)
 
     monkeypatch.setattr(storage, "_rdb_storage", failing)
-    with pytest.raises(ConfigError, match=r"^storage: cannot open .*unable to open database file"):
-        open_storage(f"sqlite:///{tmp_path / 'optuna.db'}", heartbeat_s=1)
-    assert len(calls) == 1
-
-
-def test_a_creation_race_that_never_settles_is_reported_after_the_retries(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    calls = []
-
-    def racing(*args: object) -> None:
-        calls.append(args)
-        raise RuntimeError("(sqlite3.OperationalError) table studies already exists")
-
-    monkeypatch.setattr(storage, "_rdb_storage", racing)
     monkeypatch.setattr(storage.time, "sleep", lambda _: None)
-    with pytest.raises(ConfigError, match=r"^storage: cannot open .*table studies already exists"):
+    with pytest.raises(ConfigError, match=rf"^storage: cannot open .*{re.escape(error)}"):
         open_storage(f"sqlite:///{tmp_path / 'optuna.db'}", heartbeat_s=1)
-    assert len(calls) == storage.CREATION_RETRIES
+    assert len(calls) == tries
