@@ -4,28 +4,27 @@ Everything goes through ``MlflowClient`` with explicit run ids, never the fluent
 active run is per thread and per process: a resumed search (or another worker) finds the
 study's parent run by the id kept on the Optuna study and adds its trial runs under it.
 
-Processes that open one SQLite tracking database take turns (a lock file beside it): MLflow
-creates and migrates a new database's tables with no lock of its own, and searches started
-together lost a process to "table experiments already exists" or "duplicate column name" in 5
-of 5 tries. The turn also covers finding or creating the experiment and the study's parent run,
-so those searches share one of each.
+Processes that open one SQLite tracking database take turns (``autocompress.sqlite_turns``):
+MLflow creates and migrates a new database's tables with no lock of its own, and searches
+started together lost a process to "table experiments already exists" or "duplicate column
+name" in 5 of 5 tries. The turn also covers finding or creating the experiment and the study's
+parent run, so those searches share one of each.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from autocompress.signals import shielded
+from autocompress.sqlite_turns import sqlite_turn
 from autocompress.sqlite_wal import use_wal
 
 _ROLE = "autocompress.role"  # tag: "study" on the parent run, "trial" on each trial's run
@@ -35,14 +34,6 @@ _MAX_VALUE = 6000  # MLflow's limit on a param value's length
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def _turn(tracking_uri: str) -> AbstractContextManager[object]:
-    """Held by one process at a time per SQLite database file; a no-op for other stores."""
-    prefix = "sqlite:///"
-    if tracking_uri.startswith(prefix):
-        return FileLock(f"{tracking_uri.removeprefix(prefix)}.lock")
-    return nullcontext()
 
 
 class _ShieldedClient:
@@ -70,7 +61,7 @@ class Tracker:
     def __init__(self, tracking_uri: str, experiment_name: str, artifact_dir: Path | None) -> None:
         use_wal()  # before MLflow opens its database
         self.tracking_uri = tracking_uri
-        with _turn(tracking_uri):
+        with sqlite_turn(tracking_uri):
             self.client = _ShieldedClient(MlflowClient(tracking_uri=tracking_uri))
             experiment = self.client.get_experiment_by_name(experiment_name)
             if experiment is None:
@@ -94,7 +85,7 @@ class Tracker:
             else:
                 self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
                 return run_id
-        with _turn(self.tracking_uri):
+        with sqlite_turn(self.tracking_uri):
             found = self.client.search_runs(
                 [self.experiment_id],
                 filter_string=f"tags.`{_ROLE}` = 'study' and attributes.status = 'RUNNING'",
