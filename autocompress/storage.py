@@ -11,7 +11,7 @@ that a table is missing, then creates it, and a second worker between the two fa
 already exists" (or a duplicate row in ``alembic_version``); 5 of 10 tries lost a worker with 4
 started at once. On SQLite the loser can also get "database is locked" at once, whatever the
 busy timeout (8 of 40 tries with 4 threads), so SQLite workers open the storage in turns
-(``autocompress.sqlite_turns``). On a server database, opening again sees the other worker's
+(``autocompress.turns``). On a server database, opening again sees the other worker's
 tables and goes on, so a creation race is retried.
 """
 
@@ -25,8 +25,8 @@ import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
 from autocompress.errors import ConfigError
-from autocompress.sqlite_turns import sqlite_turn
 from autocompress.sqlite_wal import use_wal
+from autocompress.turns import sqlite_turn
 
 SQLITE_BUSY_TIMEOUT_S = 60
 STALE_RETRIES = 2  # a configuration whose worker died twice is not tried a third time

@@ -2,7 +2,8 @@
 
 The cache key hashes everything that determines the trained weights (model spec and
 architecture, data content, training settings, seed, torch version), so a second search on
-the same model and data starts fine-tuning at once, and any change retrains.
+the same model and data starts fine-tuning at once, and any change retrains. Searches started
+together on a cold cache take turns (``autocompress.turns``): one trains, the others load.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from autocompress.config import ExperimentConfig
 from autocompress.data import DataSplits
 from autocompress.finetune import accuracy, fit, predict_logits
 from autocompress.size import float32_bytes
+from autocompress.turns import file_turn
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,21 @@ def cache_path(config: ExperimentConfig, model: nn.Module, data: DataSplits) -> 
     return cache_dir() / f"{cache_key(config, model, data)}.pt"
 
 
+def _train(config: ExperimentConfig, model: nn.Module, data: DataSplits) -> None:
+    torch.manual_seed(config.seed)
+    fit(
+        model,
+        (data.train_x, data.train_y),
+        (data.val_x, data.val_y),
+        epochs=config.teacher.epochs,
+        lr=config.teacher.lr,
+        batch_size=config.teacher.batch_size,
+        seed=config.seed,
+        weight_decay=config.teacher.weight_decay,
+        cuda_graph=config.cuda_graphs,
+    )
+
+
 def prepare_baseline(
     config: ExperimentConfig, model: nn.Module, data: DataSplits, from_checkpoint: bool
 ) -> Baseline:
@@ -60,27 +77,17 @@ def prepare_baseline(
     source = "checkpoint"
     if not from_checkpoint:
         path = cache_path(config, model, data)
-        if path.is_file():
-            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-            source = "cache"
-        else:
-            torch.manual_seed(config.seed)
-            fit(
-                model,
-                (data.train_x, data.train_y),
-                (data.val_x, data.val_y),
-                epochs=config.teacher.epochs,
-                lr=config.teacher.lr,
-                batch_size=config.teacher.batch_size,
-                seed=config.seed,
-                weight_decay=config.teacher.weight_decay,
-                cuda_graph=config.cuda_graphs,
-            )
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            torch.save({k: v.cpu() for k, v in model.state_dict().items()}, tmp)
-            tmp.replace(path)  # atomic: a crash never leaves a half-written cache entry
-            source = "trained"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with file_turn(path):  # searches started together: one trains, the others load it
+            if path.is_file():
+                model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+                source = "cache"
+            else:
+                _train(config, model, data)
+                tmp = path.with_suffix(".tmp")
+                torch.save({k: v.cpu() for k, v in model.state_dict().items()}, tmp)
+                tmp.replace(path)  # atomic: a crash never leaves a half-written cache entry
+                source = "trained"
     model.eval()
     for parameter in model.parameters():
         parameter.requires_grad_(False)

@@ -4,7 +4,7 @@ Everything goes through ``MlflowClient`` with explicit run ids, never the fluent
 active run is per thread and per process: a resumed search (or another worker) finds the
 study's parent run by the id kept on the Optuna study and adds its trial runs under it.
 
-Processes that open one SQLite tracking database take turns (``autocompress.sqlite_turns``):
+Processes that open one SQLite tracking database take turns (``autocompress.turns``):
 MLflow creates and migrates a new database's tables with no lock of its own, and searches
 started together lost a process to "table experiments already exists" or "duplicate column
 name" in 5 of 5 tries. The turn also covers finding or creating the experiment and the study's
@@ -28,8 +28,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from autocompress.signals import shielded
-from autocompress.sqlite_turns import sqlite_turn
 from autocompress.sqlite_wal import use_wal
+from autocompress.turns import sqlite_turn
 from autocompress.write_behind import WriteBehind
 
 _ROLE = "autocompress.role"  # tag: "study" on the parent run, "trial" on each trial's run
@@ -230,6 +230,7 @@ class Tracker:
 
     def download(self, run_id: str, artifact: str, destination: Path) -> Path | None:
         """The artifact's local copy, or None if the run has no such artifact."""
+        self.drain()  # outside the try: a failed queued write is not "no such artifact"
         try:
             return Path(self.client.download_artifacts(run_id, artifact, str(destination)))
         except (MlflowException, OSError):
@@ -237,6 +238,7 @@ class Tracker:
 
     def register(self, name: str, run_id: str, artifact: str, tags: Mapping[str, str]) -> str:
         """A new version of registered model ``name`` whose source is a run's artifact."""
+        self.drain()  # outside the try: a failed queued write is not "no such model"
         try:
             self.client.get_registered_model(name)
         except MlflowException:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from filelock import FileLock, Timeout
 
-from autocompress.sqlite_turns import sqlite_turn
+from autocompress.turns import sqlite_turn
 
 
 @pytest.mark.parametrize(
