@@ -164,15 +164,15 @@ class Objective:
             trial.set_user_attr("latency_ms", latency[1].median_ms)
             trial.set_user_attr("time_finetune_s", finetune_s)
             trial.set_user_attr(CURVE, curve)
+            ctx.tracker.log_file(run_id, path)  # on the run: found from any machine
             ratio = metrics["compression_ratio"]
-            ctx.tracker.end_trial(
+            ctx.tracker.end(
                 run_id,
                 "FINISHED",
                 {"state": "COMPLETE"},
                 metrics,
                 name=f"trial-{trial.number:03d} {ratio:.1f}x {val_accuracy:.2%}",
                 epochs=epochs,
-                file=path,
             )
             # 5. The objectives back to the study: maximize accuracy, minimize bytes (and ms).
             values = {"accuracy": val_accuracy, "size": float(len(packed))}
@@ -182,21 +182,21 @@ class Objective:
             trial.set_user_attr("pruned_reason", str(exc))
             if tuned is not None:  # stopped within fine-tuning: time accounting stays whole
                 trial.set_user_attr("time_finetune_s", time.perf_counter() - tuned)
-            ctx.tracker.end_trial(
+            ctx.tracker.end(
                 run_id, "KILLED", {"state": "PRUNED", "pruned_reason": str(exc)}, epochs=epochs
             )
             raise
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
             trial.set_user_attr("fail_reason", reason)
-            ctx.tracker.end_trial(
+            ctx.tracker.end(
                 run_id, "FAILED", {"state": "FAIL", "fail_reason": reason}, epochs=epochs
             )
             raise
         except BaseException as exc:  # a signal (KeyboardInterrupt): the trial did not fail
             reason = str(exc) or type(exc).__name__
             trial.set_user_attr("fail_reason", reason)
-            ctx.tracker.end_trial(
+            ctx.tracker.end(
                 run_id, "KILLED", {"state": "FAIL", "fail_reason": reason}, epochs=epochs
             )
             raise

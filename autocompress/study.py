@@ -250,20 +250,12 @@ class _Progress:
 
 
 def _close_orphan_runs(study: optuna.Study, tracker: Tracker) -> None:
-    """MLflow runs left RUNNING by trials that have ended: a worker died within the trial (its
-    heartbeat failed it), or was killed with the trial's last writes still queued."""
-    running = tracker.running_trial_runs()
-    for trial in study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.FAIL)):
+    """MLflow runs of trials that a dead worker left behind are closed as FAILED."""
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
         run_id = trial.user_attrs.get("mlflow_run_id")
-        if run_id not in running:
-            continue
-        if trial.state == TrialState.FAIL:
+        if run_id is not None:
             reason = trial.user_attrs.get("fail_reason", "worker died: heartbeat stopped")
-            tracker.end(run_id, "FAILED", {"state": "FAIL", "fail_reason": reason})
-        else:
-            note = "its worker stopped before the run's last record; the study has the trial"
-            status = "FINISHED" if trial.state == TrialState.COMPLETE else "KILLED"
-            tracker.end(run_id, status, {"state": trial.state.name, "note": note})
+            tracker.close_if_running(run_id, "FAILED", {"state": "FAIL", "fail_reason": reason})
 
 
 def _baseline_attrs(baseline: Baseline) -> dict[str, Any]:
@@ -318,7 +310,6 @@ def _run_trials(
         catch=(Exception,),
         callbacks=callbacks,
     )
-    tracker.drain()  # the last trial's queued writes, before this worker reports done
 
 
 def _measure_test_accuracy(study: optuna.Study, data: DataSplits, models_dir: Path) -> None:

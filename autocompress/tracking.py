@@ -9,16 +9,12 @@ MLflow creates and migrates a new database's tables with no lock of its own, and
 started together lost a process to "table experiments already exists" or "duplicate column
 name" in 5 of 5 tries. The turn also covers finding or creating the experiment and the study's
 parent run, so those searches share one of each.
-
-A trial's writes to its own run, but for making it, are queued (``autocompress.write_behind``)
-and done while the next trial runs; every other call waits for the queue first, so writes land
-in the order they were asked for.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +26,6 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from autocompress.signals import shielded
 from autocompress.sqlite_wal import use_wal
 from autocompress.turns import sqlite_turn
-from autocompress.write_behind import WriteBehind
 
 _ROLE = "autocompress.role"  # tag: "study" on the parent run, "trial" on each trial's run
 _MAX_BATCH = 100  # MLflow's limit on params per log_batch call
@@ -43,12 +38,10 @@ def _now_ms() -> int:
 
 class _ShieldedClient:
     """``MlflowClient`` whose every call finishes before a SIGINT/SIGTERM is raised: interrupted
-    mid-write, MLflow's SQLite store kept the database locked for the rest of the search. Each
-    call first waits for the queued writes (``before``)."""
+    mid-write, MLflow's SQLite store kept the database locked for the rest of the search."""
 
-    def __init__(self, client: MlflowClient, before: Callable[[], None]) -> None:
+    def __init__(self, client: MlflowClient) -> None:
         self._client = client
-        self._before = before
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self._client, name)
@@ -57,40 +50,9 @@ class _ShieldedClient:
 
         def call(*args: Any, **kwargs: Any) -> Any:
             with shielded():
-                self._before()
                 return attribute(*args, **kwargs)
 
         return call
-
-
-def _final_metrics(epochs: EpochLog | None, metrics: Mapping[str, float] | None) -> list[Metric]:
-    stamp = _now_ms()
-    items = [*(epochs.take() if epochs is not None else [])]
-    return items + [Metric(k, float(v), stamp, 0) for k, v in (metrics or {}).items()]
-
-
-def _run_tags(tags: Mapping[str, Any] | None, name: str | None) -> list[RunTag]:
-    all_tags = {**(tags or {}), **({MLFLOW_RUN_NAME: name} if name else {})}
-    return [RunTag(k, str(v)) for k, v in all_tags.items()]
-
-
-def _log_metrics(
-    client: MlflowClient | _ShieldedClient, run_id: str, metrics: Sequence[Metric]
-) -> None:
-    for i in range(0, len(metrics), _MAX_BATCH):
-        client.log_batch(run_id, metrics=metrics[i : i + _MAX_BATCH])
-
-
-def _end(
-    client: MlflowClient | _ShieldedClient,
-    run_id: str,
-    status: str,
-    metrics: Sequence[Metric],
-    tags: list[RunTag],
-) -> None:
-    for i in range(0, max(len(metrics), 1), _MAX_BATCH):
-        client.log_batch(run_id, metrics=metrics[i : i + _MAX_BATCH], tags=tags if i == 0 else [])
-    client.set_terminated(run_id, status=status)
 
 
 class Tracker:
@@ -99,10 +61,8 @@ class Tracker:
     def __init__(self, tracking_uri: str, experiment_name: str, artifact_dir: Path | None) -> None:
         use_wal()  # before MLflow opens its database
         self.tracking_uri = tracking_uri
-        self._writes = WriteBehind()
-        self._raw = MlflowClient(tracking_uri=tracking_uri)  # for the queued writes only
         with sqlite_turn(tracking_uri):
-            self.client = _ShieldedClient(self._raw, before=self._writes.drain)
+            self.client = _ShieldedClient(MlflowClient(tracking_uri=tracking_uri))
             experiment = self.client.get_experiment_by_name(experiment_name)
             if experiment is None:
                 location = artifact_dir.resolve().as_uri() if artifact_dir is not None else None
@@ -142,60 +102,33 @@ class Tracker:
     def start_trial(
         self, parent_id: str, number: int, params: Mapping[str, Any], plan: dict[str, Any]
     ) -> str:
-        """The trial's new run; its parameters and plan.json are queued."""
-        with shielded():  # a new run waits for no earlier write
-            run = self._raw.create_run(
-                self.experiment_id,
-                run_name=f"trial-{number:03d}",
-                tags={
-                    MLFLOW_PARENT_RUN_ID: parent_id,
-                    _ROLE: "trial",
-                    "trial": str(number),
-                    "state": "RUNNING",
-                },
-            )
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"trial-{number:03d}",
+            tags={
+                MLFLOW_PARENT_RUN_ID: parent_id,
+                _ROLE: "trial",
+                "trial": str(number),
+                "state": "RUNNING",
+            },
+        )
         run_id = str(run.info.run_id)
-        items = [Param(str(k)[:250], str(v)[:_MAX_VALUE]) for k, v in params.items()]
-
-        def write() -> None:
-            for i in range(0, len(items), _MAX_BATCH):
-                self._raw.log_batch(run_id, params=items[i : i + _MAX_BATCH])
-            self._raw.log_dict(run_id, plan, "plan.json")
-
-        self._writes.submit(write)
+        self.log_params(run_id, params)
+        self.client.log_dict(run_id, plan, "plan.json")
         return run_id
 
-    def end_trial(
-        self,
-        run_id: str,
-        status: str,
-        tags: Mapping[str, Any],
-        metrics: Mapping[str, float] | None = None,
-        name: str | None = None,
-        epochs: EpochLog | None = None,
-        file: Path | None = None,
-    ) -> None:
-        """``end`` for a trial's run, queued, with the trial's file first if it has one."""
-        metric_items = _final_metrics(epochs, metrics)
-
-        def write() -> None:
-            if file is not None:  # on the run: found from any machine
-                self._raw.log_artifact(run_id, str(file))
-            _end(self._raw, run_id, status, metric_items, _run_tags(tags, name))
-
-        self._writes.submit(write)
-
-    def drain(self) -> None:
-        """Every queued write done; the first that failed raised."""
-        self._writes.drain()
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        items = [Param(str(k)[:250], str(v)[:_MAX_VALUE]) for k, v in params.items()]
+        for i in range(0, len(items), _MAX_BATCH):
+            self.client.log_batch(run_id, params=items[i : i + _MAX_BATCH])
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
         stamp = _now_ms()
-        items = [Metric(k, float(v), stamp, step) for k, v in metrics.items()]
-        _log_metrics(self.client, run_id, items)
+        self.write_metrics(run_id, [Metric(k, float(v), stamp, step) for k, v in metrics.items()])
 
-    def log_metrics_later(self, run_id: str, items: Sequence[Metric]) -> None:
-        self._writes.submit(lambda: _log_metrics(self._raw, run_id, items))
+    def write_metrics(self, run_id: str, items: Sequence[Metric]) -> None:
+        for i in range(0, len(items), _MAX_BATCH):
+            self.client.log_batch(run_id, metrics=items[i : i + _MAX_BATCH])
 
     def epoch_log(self, run_id: str, every_s: float = 10.0) -> EpochLog:
         return EpochLog(self, run_id, every_s)
@@ -214,7 +147,16 @@ class Tracker:
     ) -> None:
         """The epochs still held back, final metrics, tags and name in one batch (more when
         over MLflow's batch limit), then status FINISHED, FAILED or KILLED."""
-        _end(self.client, run_id, status, _final_metrics(epochs, metrics), _run_tags(tags, name))
+        stamp = _now_ms()
+        items = [*(epochs.take() if epochs is not None else [])]
+        items += [Metric(k, float(v), stamp, 0) for k, v in (metrics or {}).items()]
+        all_tags = {**(tags or {}), **({MLFLOW_RUN_NAME: name} if name else {})}
+        run_tags = [RunTag(k, str(v)) for k, v in all_tags.items()]
+        for i in range(0, max(len(items), 1), _MAX_BATCH):
+            self.client.log_batch(
+                run_id, metrics=items[i : i + _MAX_BATCH], tags=run_tags if i == 0 else []
+            )
+        self.client.set_terminated(run_id, status=status)
 
     def log_dict(self, run_id: str, data: dict[str, Any], artifact_file: str) -> None:
         self.client.log_dict(run_id, data, artifact_file)
@@ -230,7 +172,6 @@ class Tracker:
 
     def download(self, run_id: str, artifact: str, destination: Path) -> Path | None:
         """The artifact's local copy, or None if the run has no such artifact."""
-        self.drain()  # outside the try: a failed queued write is not "no such artifact"
         try:
             return Path(self.client.download_artifacts(run_id, artifact, str(destination)))
         except (MlflowException, OSError):
@@ -238,7 +179,6 @@ class Tracker:
 
     def register(self, name: str, run_id: str, artifact: str, tags: Mapping[str, str]) -> str:
         """A new version of registered model ``name`` whose source is a run's artifact."""
-        self.drain()  # outside the try: a failed queued write is not "no such model"
         try:
             self.client.get_registered_model(name)
         except MlflowException:
@@ -247,21 +187,15 @@ class Tracker:
         version = self.client.create_model_version(name, source, run_id=run_id, tags=dict(tags))
         return str(version.version)
 
-    def running_trial_runs(self) -> set[str]:
-        """Ids of the experiment's trial runs that are RUNNING (one query per 1,000 runs)."""
-        found: set[str] = set()
-        token = None
-        while True:
-            page = self.client.search_runs(
-                [self.experiment_id],
-                filter_string=f"tags.`{_ROLE}` = 'trial' and attributes.status = 'RUNNING'",
-                max_results=1000,
-                page_token=token,
-            )
-            found.update(run.info.run_id for run in page)
-            token = page.token
-            if not token:
-                return found
+    def close_if_running(self, run_id: str, status: str, tags: Mapping[str, Any]) -> bool:
+        """End a run a dead worker left RUNNING; True if it was."""
+        try:
+            running = self.client.get_run(run_id).info.status == "RUNNING"
+        except MlflowException:
+            return False
+        if running:
+            self.end(run_id, status, tags)
+        return running
 
 
 class EpochLog:
@@ -271,7 +205,7 @@ class EpochLog:
     to a remote tracking server, where one does (on local SQLite the saving is small: 8.0%
     of LeNet-300-100's 1.7 s trials stayed outside fine-tuning, docs/BENCHMARKS.md). Held back
     at most ``every_s`` seconds, so a long trial's curve still grows live in the UI;
-    ``Tracker.end_trial`` writes what is left.
+    ``Tracker.end`` writes what is left.
     """
 
     def __init__(self, tracker: Tracker, run_id: str, every_s: float) -> None:
@@ -289,11 +223,11 @@ class EpochLog:
 
     def flush(self) -> None:
         if self._pending:
-            self.tracker.log_metrics_later(self.run_id, self.take())
+            self.tracker.write_metrics(self.run_id, self.take())
         self._written = time.monotonic()
 
     def take(self) -> list[Metric]:
-        """The metrics held back, now the caller's to write (``Tracker.end_trial``: with the final
+        """The metrics held back, now the caller's to write (``Tracker.end``: with the final
         ones, one transaction fewer per trial)."""
         pending, self._pending = self._pending, []
         return pending

@@ -63,22 +63,6 @@ def test_failed_and_nan_trials_are_recorded_and_the_study_goes_on(
             assert run.info.status == "FINISHED"
 
 
-def test_a_finished_trials_run_left_running_is_closed_on_resume(tmp_path: Path) -> None:
-    """A worker killed with a trial's last MLflow writes still queued leaves its run RUNNING
-    though the study has the trial; the next search on the study closes it."""
-    run_search(config(tmp_path, trials=2), progress=False, echo=lambda _: None)
-    study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{tmp_path / 'out/optuna.db'}")
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'out/mlflow.db'}")
-    orphan = study.trials[0].user_attrs["mlflow_run_id"]
-    client.update_run(orphan, status="RUNNING")
-
-    run_search(config(tmp_path, trials=2), progress=False, echo=lambda _: None)  # nothing to run
-    closed = client.get_run(orphan)
-    assert closed.info.status == "FINISHED" and closed.data.tags["state"] == "COMPLETE"
-    assert "stopped before the run's last record" in closed.data.tags["note"]
-    assert client.get_run(study.trials[1].user_attrs["mlflow_run_id"]).data.tags.get("note") is None
-
-
 def harsh_space(tmp_path: Path) -> str:
     """Every layer at 1 bit with 96% of weights gone: cannot stay within a 1-point drop."""
     space = tmp_path / "harsh.yaml"

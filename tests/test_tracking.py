@@ -23,10 +23,8 @@ def test_epoch_log_holds_epochs_back_and_end_writes_them(tmp_path: Path) -> None
     epochs = tracker.epoch_log(held, every_s=3600.0)
     for epoch in (1, 2, 3):
         epochs.log({"val_accuracy": 0.5 + epoch / 10, "train_loss": 1.0 / epoch}, step=epoch)
-    tracker.drain()
     assert _steps(client, held, "val_accuracy") == []  # nothing written yet: one batch later
-    tracker.end_trial(held, "FINISHED", {"state": "COMPLETE"}, {"accuracy": 0.8}, epochs=epochs)
-    tracker.drain()
+    tracker.end(held, "FINISHED", {"state": "COMPLETE"}, {"accuracy": 0.8}, epochs=epochs)
     assert _steps(client, held, "val_accuracy") == [1, 2, 3]
     assert [m.value for m in client.get_metric_history(held, "train_loss")] == [1.0, 0.5, 1 / 3]
     run = client.get_run(held)
@@ -35,11 +33,9 @@ def test_epoch_log_holds_epochs_back_and_end_writes_them(tmp_path: Path) -> None
     live = tracker.start_trial(parent, 1, {"bits/fc1": 2}, {"layers": {}})
     epochs = tracker.epoch_log(live, every_s=0.0)  # a long trial: each epoch shows at once
     epochs.log({"val_accuracy": 0.7}, step=1)
-    tracker.drain()
     assert _steps(client, live, "val_accuracy") == [1]
     epochs.log({"val_accuracy": 0.6}, step=2)
-    tracker.end_trial(live, "KILLED", {"state": "PRUNED"}, epochs=epochs)
-    tracker.drain()
+    tracker.end(live, "KILLED", {"state": "PRUNED"}, epochs=epochs)
     assert _steps(client, live, "val_accuracy") == [1, 2]
     assert client.get_run(live).info.status == "KILLED"
 
@@ -52,38 +48,9 @@ def test_end_writes_more_than_one_batch_of_held_back_epochs(tmp_path: Path) -> N
     epochs = tracker.epoch_log(run, every_s=3600.0)
     for epoch in range(1, 131):
         epochs.log({"val_accuracy": epoch / 200}, step=epoch)
-    tracker.end_trial(
-        run, "FINISHED", {"state": "COMPLETE"}, {"accuracy": 0.65}, "trial-000", epochs
-    )
-    tracker.drain()
+    tracker.end(run, "FINISHED", {"state": "COMPLETE"}, {"accuracy": 0.65}, "trial-000", epochs)
     client = MlflowClient(tracking_uri=uri)
     assert _steps(client, run, "val_accuracy") == list(range(1, 131))
     finished = client.get_run(run)
     assert finished.data.metrics["accuracy"] == 0.65 and finished.data.tags["state"] == "COMPLETE"
     assert finished.info.run_name == "trial-000" and finished.info.status == "FINISHED"
-
-
-def test_a_trials_queued_writes_land_before_any_later_call_on_the_tracker(tmp_path: Path) -> None:
-    """The trial's parameters, plan.json, file and end are written behind; the tracker's next
-    call (here the front's tag) waits for them, so it finds the run ended, not RUNNING."""
-    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "exp", tmp_path / "artifacts")
-    parent = tracker.open_parent(None, "study")
-    model = tmp_path / "trial-0000.acz"
-    model.write_bytes(b"compressed")
-    run = tracker.start_trial(parent, 0, {"bits/fc1": 4}, {"layers": {"fc1": {"bits": 4}}})
-    tracker.end_trial(run, "FINISHED", {"state": "COMPLETE"}, {"accuracy": 0.9}, file=model)
-    tracker.set_tags(run, {"pareto": "true"})
-    finished = tracker.client.get_run(run)
-    assert finished.info.status == "FINISHED"
-    assert finished.data.params == {"bits/fc1": "4"}
-    assert finished.data.tags["pareto"] == "true" and finished.data.metrics["accuracy"] == 0.9
-    names = {a.path for a in tracker.client.list_artifacts(run)}
-    assert names == {"plan.json", "trial-0000.acz"}
-
-
-def test_running_trial_runs_are_those_not_yet_ended(tmp_path: Path) -> None:
-    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "exp", tmp_path / "artifacts")
-    parent = tracker.open_parent(None, "study")
-    runs = [tracker.start_trial(parent, n, {}, {"layers": {}}) for n in range(3)]
-    tracker.end_trial(runs[1], "FINISHED", {"state": "COMPLETE"})
-    assert tracker.running_trial_runs() == {runs[0], runs[2]}  # not the parent's run
