@@ -12,7 +12,7 @@ import copy
 import logging
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -43,6 +43,7 @@ from autocompress.storage import open_storage
 from autocompress.structured import prune_channels_
 from autocompress.teacher import Baseline, cache_path, prepare_baseline
 from autocompress.tracking import Tracker
+from autocompress.turns import sqlite_turn
 
 DIRECTION: dict[str, Literal["maximize", "minimize"]] = {
     "accuracy": "maximize",
@@ -413,6 +414,18 @@ def _finish(
     return points, files
 
 
+def queue_recipes(
+    study: optuna.Study, storage_url: str, recipes: Sequence[tuple[str, dict[str, Any]]]
+) -> None:
+    """A new study's first trials: the warm-start recipes (a resume does not repeat them).
+    Searches started together on a new SQLite study take turns, so they are queued once; on a
+    server database two may both find the study empty (skip_if_exists narrows that)."""
+    with sqlite_turn(storage_url):
+        if not study.trials:
+            for path, params in recipes:
+                study.enqueue_trial(params, user_attrs={"warm_start": path}, skip_if_exists=True)
+
+
 def _setup(
     config: ExperimentConfig, echo: Callable[[str], None], command: str | None
 ) -> tuple[Prepared, optuna.Study, Baseline, Tracker, str]:
@@ -435,9 +448,7 @@ def _setup(
     # Stored with absolute paths, so a worker started anywhere writes to the same places.
     study.set_user_attr("config", replace(config, out=str(config.out_dir)).to_dict())
     study.set_user_attr("baseline", _baseline_attrs(baseline))
-    if not study.trials:  # a new study: recipes first (a resume does not repeat them)
-        for path, params in prepared.warm_start:
-            study.enqueue_trial(params, user_attrs={"warm_start": path}, skip_if_exists=True)
+    queue_recipes(study, config.storage_url, prepared.warm_start)
 
     tracker, parent = _open_tracker(config, study)
     tracker.log_dict(parent, config.to_dict(), "config.json")

@@ -180,7 +180,13 @@ def test_two_local_workers_share_one_study(tmp_path: Path) -> None:
 def test_searches_started_together_on_a_new_study_share_it(tmp_path: Path) -> None:
     """A job array: 3 searches at once on one new study. Before, their race to create the
     Optuna and MLflow tables lost one of them in every try, and each made its own parent run."""
-    processes = [start(tmp_path, "--trials", "4", epochs=2) for _ in range(3)]
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "layers: [{match: '*', bits: 8, prune: 0.5}]\n"
+        "finetune: {epochs: 2, lr: 1.0e-3, batch_size: 128}\n"
+    )
+    warm = ("--warm-start", str(recipe))
+    processes = [start(tmp_path, "--trials", "4", *warm, epochs=2) for _ in range(3)]
     for process in processes:
         out, err = finish(process, 300)
         assert process.returncode == 0, err
@@ -193,6 +199,7 @@ def test_searches_started_together_on_a_new_study_share_it(tmp_path: Path) -> No
     # each sampler seeded by its worker's first trial: before, the 3 first trials were one plan
     plans = {tuple(sorted(t.params.items())) for t in study.trials}
     assert len(plans) == len(numbers)
+    assert len([t for t in study.trials if "warm_start" in t.user_attrs]) == 1  # queued once
     client = mlflow_client(tmp_path)
     experiment = client.get_experiment_by_name(STUDY).experiment_id
     parents = client.search_runs([experiment], filter_string="tags.`autocompress.role` = 'study'")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from mlflow import MlflowClient
 import autocompress
 from autocompress import early_stop, objective
 from autocompress.config import build_config
-from autocompress.study import make_sampler, nsga2_population, run_search
+from autocompress.study import make_sampler, nsga2_population, queue_recipes, run_search
 
 STUDY = "mlp-digits-default"
 
@@ -256,6 +257,28 @@ def test_warm_start_recipes_run_first_and_once(tmp_path: Path) -> None:
     run_search(config(tmp_path, trials=3, **keys), progress=False, echo=lambda _: None)
     study = optuna.load_study(study_name="mlp-digits-space", storage=config(tmp_path).storage_url)
     assert [("warm_start" in t.user_attrs) for t in study.trials] == [True, False, False]
+
+
+def test_searches_started_together_queue_the_recipes_once(tmp_path: Path) -> None:
+    """Each of 4 threads finds the new study empty at the same moment; without turns each
+    queued the recipes."""
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    optuna.create_study(study_name="s", storage=url, directions=["maximize", "minimize"])
+    recipes = [("a.yaml", {"bits/fc1": 4}), ("b.yaml", {"bits/fc1": 8})]
+    start = threading.Barrier(4)
+
+    def search() -> None:
+        study = optuna.load_study(study_name="s", storage=url)
+        start.wait()
+        queue_recipes(study, url, recipes)
+
+    threads = [threading.Thread(target=search) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    queued = optuna.load_study(study_name="s", storage=url).trials
+    assert [t.user_attrs["warm_start"] for t in queued] == ["a.yaml", "b.yaml"]
 
 
 @pytest.mark.parametrize(
