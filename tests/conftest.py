@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -11,6 +12,27 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST_DIR = REPO.parent / "shared" / "data" / "mnist"
+
+
+def at_once(task: Callable[[], object], workers: int) -> list[Exception]:
+    """What ``task`` raised in each of ``workers`` threads released at the same moment, as
+    processes started together (a job array) would run it."""
+    start = threading.Barrier(workers)
+    errors: list[Exception] = []
+
+    def run() -> None:
+        start.wait()
+        try:
+            task()
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -3,41 +3,23 @@
 from __future__ import annotations
 
 import re
-import threading
+from functools import partial
 from pathlib import Path
 
 import pytest
+from conftest import at_once
 
 from autocompress import storage
 from autocompress.errors import ConfigError
 from autocompress.storage import open_storage
 
 
-def open_together(url: str, workers: int) -> list[Exception]:
-    """What each of ``workers`` threads got from opening ``url`` at the same moment."""
-    start = threading.Barrier(workers)
-    errors: list[Exception] = []
-
-    def open_storage_on_start() -> None:
-        start.wait()
-        try:
-            open_storage(url, heartbeat_s=1)
-        except Exception as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=open_storage_on_start) for _ in range(workers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return errors
-
-
 def test_workers_opening_a_new_database_at_once_all_open_it(tmp_path: Path) -> None:
     """Without the retry each of 20 tries lost a worker to "table studies already exists"; with
     it but without turns, 8 of 40 lost one to "database is locked"."""
     for attempt in range(8):
-        assert open_together(f"sqlite:///{tmp_path / f'optuna{attempt}.db'}", workers=4) == []
+        url = f"sqlite:///{tmp_path / f'optuna{attempt}.db'}"
+        assert at_once(partial(open_storage, url, heartbeat_s=1), workers=4) == []
 
 
 @pytest.mark.parametrize(

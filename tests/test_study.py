@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
 import optuna
 import pytest
 import torch
+from conftest import at_once
 from mlflow import MlflowClient
 
 import autocompress
@@ -265,18 +265,12 @@ def test_searches_started_together_queue_the_recipes_once(tmp_path: Path) -> Non
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     optuna.create_study(study_name="s", storage=url, directions=["maximize", "minimize"])
     recipes = [("a.yaml", {"bits/fc1": 4}), ("b.yaml", {"bits/fc1": 8})]
-    start = threading.Barrier(4)
+    studies = [optuna.load_study(study_name="s", storage=url) for _ in range(4)]  # loaded first
 
     def search() -> None:
-        study = optuna.load_study(study_name="s", storage=url)
-        start.wait()
-        queue_recipes(study, url, recipes)
+        queue_recipes(studies.pop(), url, recipes)
 
-    threads = [threading.Thread(target=search) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    assert at_once(search, workers=4) == []
     queued = optuna.load_study(study_name="s", storage=url).trials
     assert [t.user_attrs["warm_start"] for t in queued] == ["a.yaml", "b.yaml"]
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import at_once
 
 from autocompress import teacher
 from autocompress.config import TeacherConfig, build_config
@@ -63,19 +64,13 @@ def test_searches_started_together_on_a_cold_cache_train_the_teacher_once(
     monkeypatch.setattr(teacher, "fit", counted_fit)
     config = build_config(None, {"teacher": {"epochs": 3}})
     data = load_data("digits")
-    start = threading.Barrier(2)
     baselines: list[Baseline] = []
 
     def search() -> None:
         model = build_model("mlp", (1, 8, 8), 10)
-        start.wait()
         baselines.append(prepare_baseline(config, model, data, from_checkpoint=False))
 
-    threads = [threading.Thread(target=search) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    assert at_once(search, workers=2) == []
     assert len(trainings) == 1
     assert sorted(b.source for b in baselines) == ["cache", "trained"]
     assert torch.equal(baselines[0].train_logits, baselines[1].train_logits)
