@@ -421,7 +421,7 @@ def queue_recipes(
     Searches started together on a new SQLite study take turns, so they are queued once; on a
     server database two may both find the study empty (skip_if_exists narrows that)."""
     with sqlite_turn(storage_url):
-        if not study.trials:
+        if not study.get_trials(deepcopy=False):  # not a deep copy of a resumed study's trials
             for path, params in recipes:
                 study.enqueue_trial(params, user_attrs={"warm_start": path}, skip_if_exists=True)
 
