@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import logging
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -42,6 +41,7 @@ from autocompress.space import SearchSpace, build_space, load_space
 from autocompress.storage import open_storage
 from autocompress.structured import prune_channels_
 from autocompress.teacher import Baseline, cache_path, prepare_baseline
+from autocompress.tpe import CachedTPESampler
 from autocompress.tracking import Tracker
 from autocompress.turns import sqlite_turn
 
@@ -114,9 +114,7 @@ def make_sampler(name: str, seed: int, trials: int = 300) -> optuna.samplers.Bas
     and grouped (distillation settings are conditional), which Optuna 5 leaves off.
     ``trials``, the study's budget, sizes NSGA-II's generations."""
     if name == "tpe":
-        with warnings.catch_warnings():  # multivariate and group are "experimental" since 2.2
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
+        return CachedTPESampler(seed=seed, multivariate=True, group=True)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(population_size=nsga2_population(trials), seed=seed)
     if name == "gp":

@@ -4,10 +4,12 @@
 
 STUDY_DIR holds a finished search's ``optuna.db`` (e.g. one of bench_search.py's 60-minute
 LeNet-300-100 runs). Its first N finished trials are copied into an in-memory study for each
-size N, and one new trial's parameters are drawn by the default sampler (TPE, as
-``autocompress.study.make_sampler`` builds it), 5 times, median. Why: the share of a trial
+size N, and one new trial's parameters are drawn 5 times (median) by Optuna's ``TPESampler``
+and by the default, ``autocompress.tpe.CachedTPESampler`` (the same settings and seed),
+alternated; the draws must be the same. Why: the share of a trial
 spent outside fine-tuning rose from 65 to 118 ms per trial over a 2,685-trial search
-(docs/BENCHMARKS.md); this separates the sampler's part from the databases'.
+(docs/BENCHMARKS.md); this separates the sampler's part from the databases', and measures
+what keeping each finished trial's conversions buys.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+import warnings
 from pathlib import Path
 
 import optuna
@@ -27,6 +30,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("study_dir", type=Path)
     parser.add_argument("--sizes", default="300,1000,2000,2685")
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     url = f"sqlite:///{args.study_dir / 'optuna.db'}"
@@ -34,19 +38,32 @@ def main() -> None:
     finished = [t for t in source.get_trials(deepcopy=False) if t.state.is_finished()]
     distributions = finished[-1].distributions
     print(f"{len(finished)} finished trials in {args.study_dir}")
+    print("| trials | TPESampler, ms | CachedTPESampler (the default), ms | ratio | same draws |")
+    print("| ---: | ---: | ---: | ---: | --- |")
     for size in (int(s) for s in args.sizes.split(",")):
-        study = optuna.create_study(
-            directions=source.directions, sampler=make_sampler("tpe", 0, 5000)
-        )
-        study.add_trials(finished[:size])
-        seconds = []
-        for _ in range(5):
-            start = time.perf_counter()
-            trial = study.ask(fixed_distributions=distributions)
-            seconds.append(time.perf_counter() - start)
-            study.tell(trial, state=TrialState.FAIL)  # not counted by the sampler
-        median_ms = 1000 * statistics.median(seconds)
-        print(f"  {size:>5} trials: one trial's parameters drawn in {median_ms:.1f} ms")
+        studies = {}
+        for name, sampler in (("optuna", plain_tpe(0)), ("cached", make_sampler("tpe", 0, 5000))):
+            studies[name] = optuna.create_study(directions=source.directions, sampler=sampler)
+            studies[name].add_trials(finished[:size])
+        seconds: dict[str, list[float]] = {name: [] for name in studies}
+        draws: dict[str, list[dict[str, object]]] = {name: [] for name in studies}
+        for _ in range(args.repeats):  # alternated, so a noisy moment hits both
+            for name, study in studies.items():
+                start = time.perf_counter()
+                trial = study.ask(fixed_distributions=distributions)
+                seconds[name].append(time.perf_counter() - start)
+                draws[name].append(trial.params)
+                study.tell(trial, state=TrialState.FAIL)  # not counted by the sampler
+        plain, cached = (1000 * statistics.median(seconds[n]) for n in ("optuna", "cached"))
+        same = "yes" if draws["optuna"] == draws["cached"] else "NO"
+        print(f"| {size} | {plain:.1f} | {cached:.1f} | {plain / cached:.2f}x | {same} |")
+
+
+def plain_tpe(seed: int) -> optuna.samplers.TPESampler:
+    """Optuna's own sampler with the default's settings: the reference."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
 
 
 if __name__ == "__main__":
