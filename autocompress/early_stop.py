@@ -45,20 +45,48 @@ class Allowance:
         return accuracy + self.gains[epoch - 1] + SLACK < self.floor
 
 
+class Gains:
+    """The largest gain after each epoch, per fine-tuning schedule (epochs, prune schedule: a
+    gradual ramp gains later than one-shot masks), folded in one complete trial at a time.
+    A search keeps one and folds in only the trials it has not read (``read``): re-reading
+    every complete trial for every new one cost 2.5 ms a trial at 2,500 trials, and growing."""
+
+    def __init__(self) -> None:
+        self._count: dict[tuple[int, str], int] = {}
+        self._gains: dict[tuple[int, str], tuple[float, ...]] = {}
+        self._read: set[int] = set()
+
+    def add(self, trial: FrozenTrial) -> None:
+        """Fold in ``trial`` if it is complete and has a learning curve."""
+        curve = trial.user_attrs.get(CURVE, ())
+        if trial.state != TrialState.COMPLETE or not curve:
+            return
+        schedule = trial.user_attrs.get("plan", {}).get("finetune", {}).get("prune_schedule")
+        key = (len(curve), str(schedule))
+        gains = tuple(curve[-1] - curve[k] for k in range(len(curve)))
+        seen = self._gains.get(key)
+        self._gains[key] = gains if seen is None else tuple(map(max, seen, gains))
+        self._count[key] = self._count.get(key, 0) + 1
+
+    def read(self, trials: Iterable[FrozenTrial]) -> None:
+        """Fold in the finished ones of ``trials`` not read before (by trial id)."""
+        for trial in trials:
+            if trial.state.is_finished() and trial._trial_id not in self._read:
+                self._read.add(trial._trial_id)
+                self.add(trial)
+
+    def allowance(self, finetune: FinetunePlan, floor: float) -> Allowance:
+        key = (finetune.epochs, finetune.prune_schedule)
+        if self._count.get(key, 0) < MIN_HISTORY:
+            return Allowance(floor, ())
+        return Allowance(floor, self._gains[key])
+
+
 def learn_allowance(
     trials: Iterable[FrozenTrial], finetune: FinetunePlan, floor: float
 ) -> Allowance:
-    """The largest gains after each epoch among complete trials fine-tuned like ``finetune``
-    (same epochs and prune schedule: a gradual ramp gains later than one-shot masks)."""
-    curves = [
-        curve
-        for trial in trials
-        if trial.state == TrialState.COMPLETE
-        and len(curve := trial.user_attrs.get(CURVE, ())) == finetune.epochs
-        and trial.user_attrs.get("plan", {}).get("finetune", {}).get("prune_schedule")
-        == finetune.prune_schedule
-    ]
-    if len(curves) < MIN_HISTORY:
-        return Allowance(floor, ())
-    gains = tuple(max(curve[-1] - curve[k] for curve in curves) for k in range(finetune.epochs))
-    return Allowance(floor, gains)
+    """The largest gains after each epoch among complete trials fine-tuned like ``finetune``."""
+    gains = Gains()
+    for trial in trials:
+        gains.add(trial)
+    return gains.allowance(finetune, floor)

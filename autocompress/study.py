@@ -27,6 +27,7 @@ from autocompress.config import ExperimentConfig, build_config
 from autocompress.data import DataSplits, load_data
 from autocompress.errors import AutocompressError, ConfigError
 from autocompress.finetune import accuracy
+from autocompress.latency import measure_latency
 from autocompress.models import (
     build_model,
     canonical_model_spec,
@@ -311,17 +312,23 @@ def _run_trials(
     )
 
 
-def _measure_test_accuracy(study: optuna.Study, data: DataSplits, models_dir: Path) -> None:
-    """Test accuracy for front members only, after the search, from their compressed files
-    (so the number is what the shipped file gives)."""
+def _measure_front(study: optuna.Study, data: DataSplits, models_dir: Path) -> None:
+    """Test accuracy and latency (batch 1 and 64) for front members only, after the search,
+    from their compressed files (so the numbers are what the shipped file gives). Latency is
+    timed in every trial only when it is an objective: elsewhere it is the front's question."""
     tests: dict[str, float] = dict(study.user_attrs.get("test_accuracy", {}))
+    latencies: dict[str, dict[str, float]] = dict(study.user_attrs.get(pareto.FRONT_LATENCY, {}))
     for trial in study.best_trials:
         path = model_path(models_dir, trial.number)
-        if str(trial.number) in tests or not path.is_file():
+        key = str(trial.number)
+        if (key in tests and key in latencies) or not path.is_file():
             continue
         model = load_model(path).to(data.test_x.device)
-        tests[str(trial.number)] = accuracy(model, data.test_x, data.test_y)
+        tests[key] = accuracy(model, data.test_x, data.test_y)
+        timed = measure_latency(model, data.input_shape, data.test_x.device)
+        latencies[key] = {str(batch): lat.median_ms for batch, lat in timed.items()}
     study.set_user_attr("test_accuracy", tests)
+    study.set_user_attr(pareto.FRONT_LATENCY, latencies)
     front = {t.number for t in study.best_trials}
     for path in models_dir.glob(f"trial-*{SUFFIX}"):  # only the front's files are worth keeping
         if int(path.stem.split("-")[1]) not in front:
@@ -346,6 +353,7 @@ def _log_front(
             "test_accuracy": [p.test_accuracy for p in points],
             "size_bytes": [p.size_bytes for p in points],
             "compression_ratio": [p.ratio for p in points],
+            "latency_ms": [p.latency_ms for p in points],
             "layers": [p.summary for p in points],
         },
         "pareto_table.json",
@@ -357,14 +365,21 @@ def _log_front(
         step=len(study.trials),
     )
     members = {p.trial: p for p in points}
+    latencies: dict[str, dict[str, float]] = study.user_attrs.get(pareto.FRONT_LATENCY, {})
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         run_id = trial.user_attrs.get("mlflow_run_id")
         if run_id is None:
             continue
         tracker.set_tags(run_id, {"pareto": str(trial.number in members).lower()})
         point = members.get(trial.number)
-        if point is not None and point.test_accuracy is not None:
-            tracker.log_metrics(run_id, {"test_accuracy": point.test_accuracy})
+        if point is None:
+            continue
+        timed = latencies.get(str(point.trial), {})
+        measured = {f"latency_ms_batch{batch}": ms for batch, ms in timed.items()}
+        if point.test_accuracy is not None:
+            measured["test_accuracy"] = point.test_accuracy
+        if measured:
+            tracker.log_metrics(run_id, measured)
 
 
 def _write_review(study: optuna.Study, out_dir: Path) -> dict[str, Path]:
@@ -404,7 +419,7 @@ def _finish(
             raise interrupted
         raise AutocompressError(f"search: {reason}; run again with more --trials")
     out_dir = prepared.config.out_dir
-    _measure_test_accuracy(study, prepared.data, out_dir / "models")
+    _measure_front(study, prepared.data, out_dir / "models")
     points, files = pareto.write_all(study, out_dir)
     files |= _write_review(study, out_dir)
     _log_front(study, tracker, parent, points, files)

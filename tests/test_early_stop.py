@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
+
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
-from autocompress.early_stop import CURVE, MIN_HISTORY, SLACK, Allowance, learn_allowance
+from autocompress.early_stop import CURVE, MIN_HISTORY, SLACK, Allowance, Gains, learn_allowance
 from autocompress.plan import FinetunePlan
 
 THREE = FinetunePlan(epochs=3)
@@ -51,3 +53,23 @@ def test_a_trial_is_hopeless_only_beyond_the_gain_and_the_slack() -> None:
     assert not allowance.hopeless(2, 0.85)
     assert allowance.hopeless(3, 0.89)
     assert not allowance.hopeless(4, 0.0)  # beyond the learned epochs: no verdict
+
+
+def numbered(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """Copies with their own trial ids, as a study's are."""
+    copies = [copy.deepcopy(t) for t in trials]
+    for i, trial in enumerate(copies):
+        trial._trial_id = trial.number = i
+    return copies
+
+
+def test_a_search_reads_each_trial_once_and_learns_what_all_of_them_teach() -> None:
+    alike = [finished([0.5, 0.6, 0.7])] * (MIN_HISTORY - 1)
+    trials = numbered([*alike, finished([0.8, 0.9, 0.95])])
+    gains = Gains()
+    for _ in range(3):  # the same 9 trials again and again: still too few
+        gains.read(trials[:-1])
+    assert gains.allowance(THREE, floor=0.9).gains == ()
+    gains.read(trials)  # a tenth: as many as learn_allowance sees at once
+    assert gains.allowance(THREE, floor=0.9) == learn_allowance(trials, THREE, floor=0.9)
+    assert gains.allowance(THREE, floor=0.9).gains == (0.7 - 0.5, 0.7 - 0.6, 0.0)

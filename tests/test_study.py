@@ -128,6 +128,21 @@ def test_python_api_returns_the_front(tmp_path: Path) -> None:
     assert sizes == sorted(sizes)
 
 
+def test_latency_is_timed_on_the_front_files_unless_it_is_an_objective(tmp_path: Path) -> None:
+    cfg = config(tmp_path, trials=3)
+    result = run_search(cfg, progress=False, echo=lambda _: None)
+    study = optuna.load_study(study_name=STUDY, storage=cfg.storage_url)
+    front = {p.trial for p in result.front}
+    assert all("latency_ms" not in t.user_attrs for t in study.trials)  # no trial timed itself
+    assert set(study.user_attrs["front_latency_ms"]) == {str(n) for n in front}
+    assert all(p.latency_ms is not None and p.latency_ms > 0 for p in result.front)
+    client = MlflowClient(tracking_uri=cfg.mlflow_tracking_uri)
+    for trial in study.trials:
+        metrics = client.get_run(trial.user_attrs["mlflow_run_id"]).data.metrics
+        timed = {"latency_ms_batch1", "latency_ms_batch64"} <= set(metrics)
+        assert timed == (trial.number in front), trial.number
+
+
 def test_resuming_with_another_space_is_refused(tmp_path: Path) -> None:
     run_search(config(tmp_path, trials=1), progress=False, echo=lambda _: None)
     other = config(tmp_path, trials=2, space="prune_only", study_name=STUDY)
