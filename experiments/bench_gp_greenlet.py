@@ -19,7 +19,6 @@ import json
 import statistics
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -27,24 +26,16 @@ from pathlib import Path
 def draw_times(study_dir: Path, size: int, repeats: int) -> list[float]:
     """Seconds per draw of GP on the study's first ``size`` finished trials (this process)."""
     import optuna
-    from optuna.trial import TrialState
+    from bench_tpe_growth import finished_trials, timed_draw
 
     from autocompress.study import make_sampler
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.simplefilter("ignore")
-    url = f"sqlite:///{study_dir / 'optuna.db'}"
-    source = optuna.load_study(study_name=optuna.get_all_study_names(url)[0], storage=url)
-    finished = [t for t in source.get_trials(deepcopy=False) if t.state.is_finished()]
-    study = optuna.create_study(directions=source.directions, sampler=make_sampler("gp", 0))
+    finished, directions = finished_trials(study_dir)
+    study = optuna.create_study(directions=directions, sampler=make_sampler("gp", 0))
     study.add_trials(finished[:size])
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        trial = study.ask(fixed_distributions=finished[-1].distributions)
-        seconds.append(time.perf_counter() - start)
-        study.tell(trial, state=TrialState.FAIL)  # not counted by the sampler
-    return seconds
+    return [timed_draw(study, finished[-1])[0] for _ in range(repeats)]
 
 
 def child(study_dir: Path, size: int, repeats: int, greenlet: bool) -> float:

@@ -26,6 +26,24 @@ from optuna.trial import TrialState
 from autocompress.study import make_sampler
 
 
+def finished_trials(study_dir: Path) -> tuple[list[optuna.trial.FrozenTrial], list[str]]:
+    """A finished search's finished trials, in order, and its directions (by name)."""
+    url = f"sqlite:///{study_dir / 'optuna.db'}"
+    source = optuna.load_study(study_name=optuna.get_all_study_names(url)[0], storage=url)
+    finished = [t for t in source.get_trials(deepcopy=False) if t.state.is_finished()]
+    return finished, [d.name.lower() for d in source.directions]
+
+
+def timed_draw(study: optuna.Study, trial_like: optuna.trial.FrozenTrial) -> tuple[float, dict]:
+    """Seconds to draw one new trial's parameters (those of ``trial_like``), and the draw. The
+    trial is then told FAIL, so the sampler never counts it."""
+    start = time.perf_counter()
+    trial = study.ask(fixed_distributions=trial_like.distributions)
+    seconds = time.perf_counter() - start
+    study.tell(trial, state=TrialState.FAIL)
+    return seconds, trial.params
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("study_dir", type=Path)
@@ -33,27 +51,22 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    url = f"sqlite:///{args.study_dir / 'optuna.db'}"
-    source = optuna.load_study(study_name=optuna.get_all_study_names(url)[0], storage=url)
-    finished = [t for t in source.get_trials(deepcopy=False) if t.state.is_finished()]
-    distributions = finished[-1].distributions
+    finished, directions = finished_trials(args.study_dir)
     print(f"{len(finished)} finished trials in {args.study_dir}")
     print("| trials | TPESampler, ms | CachedTPESampler (the default), ms | ratio | same draws |")
     print("| ---: | ---: | ---: | ---: | --- |")
     for size in (int(s) for s in args.sizes.split(",")):
         studies = {}
         for name, sampler in (("optuna", plain_tpe(0)), ("cached", make_sampler("tpe", 0, 5000))):
-            studies[name] = optuna.create_study(directions=source.directions, sampler=sampler)
+            studies[name] = optuna.create_study(directions=directions, sampler=sampler)
             studies[name].add_trials(finished[:size])
         seconds: dict[str, list[float]] = {name: [] for name in studies}
         draws: dict[str, list[dict[str, object]]] = {name: [] for name in studies}
         for _ in range(args.repeats):  # alternated, so a noisy moment hits both
             for name, study in studies.items():
-                start = time.perf_counter()
-                trial = study.ask(fixed_distributions=distributions)
-                seconds[name].append(time.perf_counter() - start)
-                draws[name].append(trial.params)
-                study.tell(trial, state=TrialState.FAIL)  # not counted by the sampler
+                took, params = timed_draw(study, finished[-1])
+                seconds[name].append(took)
+                draws[name].append(params)
         plain, cached = (1000 * statistics.median(seconds[n]) for n in ("optuna", "cached"))
         same = "yes" if draws["optuna"] == draws["cached"] else "NO"
         print(f"| {size} | {plain:.1f} | {cached:.1f} | {plain / cached:.2f}x | {same} |")
