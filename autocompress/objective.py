@@ -75,11 +75,13 @@ class Objective:
             plan = replace(plan, finetune=replace(plan.finetune, epochs=ctx.config.refine.epochs))
         trial.set_user_attr("plan", plan.to_dict())
         trial.set_user_attr("summary", plan.summary())
-        run_id = ctx.tracker.start_trial(
-            ctx.parent_run_id, trial.number, trial.params, plan.to_dict()
+        run = ctx.tracker.trial_run(
+            ctx.parent_run_id,
+            trial.number,
+            trial.params,
+            plan.to_dict(),
+            on_open=lambda run_id: trial.set_user_attr("mlflow_run_id", run_id),
         )
-        trial.set_user_attr("mlflow_run_id", run_id)
-        epochs = ctx.tracker.epoch_log(run_id)
         curve: list[float] = []
         tuned: float | None = None  # when fine-tuning started
         try:
@@ -98,7 +100,7 @@ class Objective:
 
             # 3. Fine-tune against the teacher's logits, cached once per run.
             def on_epoch(result: EpochResult) -> None:
-                epochs.log(
+                run.log_epoch(
                     {"val_accuracy": result.val_accuracy, "train_loss": result.loss},
                     step=result.epoch,
                 )
@@ -171,15 +173,13 @@ class Objective:
                 trial.set_user_attr("latency_ms", latency[1].median_ms)
             trial.set_user_attr("time_finetune_s", finetune_s)
             trial.set_user_attr(CURVE, curve)
-            ctx.tracker.log_file(run_id, path)  # on the run: found from any machine
             ratio = metrics["compression_ratio"]
-            ctx.tracker.end(
-                run_id,
+            run.end(
                 "FINISHED",
                 {"state": "COMPLETE"},
                 metrics,
                 name=f"trial-{trial.number:03d} {ratio:.1f}x {val_accuracy:.2%}",
-                epochs=epochs,
+                files=[path],  # on the run: found from any machine
             )
             # 5. The objectives back to the study: maximize accuracy, minimize bytes (and ms).
             values = {"accuracy": val_accuracy, "size": float(len(packed))}
@@ -190,23 +190,17 @@ class Objective:
             trial.set_user_attr("pruned_reason", str(exc))
             if tuned is not None:  # stopped within fine-tuning: time accounting stays whole
                 trial.set_user_attr("time_finetune_s", time.perf_counter() - tuned)
-            ctx.tracker.end(
-                run_id, "KILLED", {"state": "PRUNED", "pruned_reason": str(exc)}, epochs=epochs
-            )
+            run.end("KILLED", {"state": "PRUNED", "pruned_reason": str(exc)})
             raise
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
             trial.set_user_attr("fail_reason", reason)
-            ctx.tracker.end(
-                run_id, "FAILED", {"state": "FAIL", "fail_reason": reason}, epochs=epochs
-            )
+            run.end("FAILED", {"state": "FAIL", "fail_reason": reason})
             raise
         except BaseException as exc:  # a signal (KeyboardInterrupt): the trial did not fail
             reason = str(exc) or type(exc).__name__
             trial.set_user_attr("fail_reason", reason)
-            ctx.tracker.end(
-                run_id, "KILLED", {"state": "FAIL", "fail_reason": reason}, epochs=epochs
-            )
+            run.end("KILLED", {"state": "FAIL", "fail_reason": reason})
             raise
 
     def _hopeless_below(self) -> float:

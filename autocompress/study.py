@@ -249,13 +249,18 @@ class _Progress:
         self.bar.close()
 
 
-def _close_orphan_runs(study: optuna.Study, tracker: Tracker) -> None:
-    """MLflow runs of trials that a dead worker left behind are closed as FAILED."""
+def _close_orphan_runs(study: optuna.Study, tracker: Tracker, parent: str) -> None:
+    """MLflow runs of trials that a dead worker left behind are closed as FAILED; such a trial
+    that died before its run was written gets one."""
     for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        reason = trial.user_attrs.get("fail_reason", "worker died: heartbeat stopped")
+        tags = {"state": "FAIL", "fail_reason": reason}
         run_id = trial.user_attrs.get("mlflow_run_id")
         if run_id is not None:
-            reason = trial.user_attrs.get("fail_reason", "worker died: heartbeat stopped")
-            tracker.close_if_running(run_id, "FAILED", {"state": "FAIL", "fail_reason": reason})
+            tracker.close_if_running(run_id, "FAILED", tags)
+        else:
+            plan = trial.user_attrs.get("plan", {})
+            tracker.add_trial_run(parent, trial.number, trial.params, plan, tags, "FAILED")
 
 
 def _baseline_attrs(baseline: Baseline) -> dict[str, Any]:
@@ -407,7 +412,7 @@ def _finish(
     interrupted: Interrupted | None,
 ) -> tuple[list[pareto.ParetoPoint], dict[str, Path]]:
     """Test accuracy of the front, the front's files, MLflow's view of it; ends the parent."""
-    _close_orphan_runs(study, tracker)
+    _close_orphan_runs(study, tracker, parent)
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         counts = {s: len(study.get_trials(deepcopy=False, states=(s,))) for s in TrialState}
         reason = (
@@ -485,7 +490,7 @@ def _setup(
             **({"command": command} if command else {}),  # what ran, with config.json
         },
     )
-    _close_orphan_runs(study, tracker)
+    _close_orphan_runs(study, tracker, parent)
     echo(
         f"baseline ({baseline.source}): val accuracy {baseline.val_accuracy:.2%}, "
         f"float32 {baseline.float32_bytes / 1024:.1f} KiB on {prepared.device}"

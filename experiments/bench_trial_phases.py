@@ -64,8 +64,8 @@ def main() -> None:
     for name in ("fit", "compress", "pack", "model_size", "materialize", "measure_latency"):
         clock(objective, name, name)
     clock(objective.Objective, "__call__", "objective")
-    for name in ("start_trial", "end", "log_file"):
-        clock(autocompress.tracking.Tracker, name, f"mlflow {name}")
+    for name in ("log_epoch", "end"):
+        clock(autocompress.tracking.TrialRun, name, f"mlflow {name}")
     clock(autocompress.space.SearchSpace, "suggest", "suggest (all parameters)")
     clock(optuna.Trial, "_suggest", "  one parameter")
     clock(optuna.Trial, "set_user_attr", "set_user_attr")

@@ -4,10 +4,10 @@
 
 Replays a search's bookkeeping without the training: Optuna's ask (TPE, multivariate), the
 trial's 9 suggestions (LeNet-300-100's default space), its 5 user attributes and the tell; and
-MLflow's trial run as ``Tracker`` writes it (create, params, plan, 10 epochs held back, the
-compressed file, final metrics, end). Each mode runs in a fresh process on fresh files in the
-same temporary directory, alternated round by round; medians per trial of all rounds' trials
-after the first 10 (TPE's random start-up is cheaper).
+MLflow's trial run as ``TrialRun`` writes it (10 epochs held back, then the run, its
+parameters and final metrics, plan.json and the compressed file, its end). Each mode runs in
+a fresh process on fresh files in the same temporary directory, alternated round by round;
+medians per trial of all rounds' trials after the first 10 (TPE's random start-up is cheaper).
 """
 
 from __future__ import annotations
@@ -62,13 +62,11 @@ def one_run(mode: str, trials: int, directory: Path) -> dict[str, list[float]]:
         study.tell(trial, [0.9 + number / 1e4, 1e5 - number])
         optuna_s = time.perf_counter() - start
         start = time.perf_counter()
-        run_id = tracker.start_trial(parent, number, trial.params, {"layers": {}})
-        epochs = tracker.epoch_log(run_id)
+        run = tracker.trial_run(parent, number, trial.params, {"layers": {}}, lambda _: None)
         for epoch in range(1, 11):
-            epochs.log({"val_accuracy": 0.9, "train_loss": 0.1}, step=epoch)
-        tracker.log_file(run_id, packed)
+            run.log_epoch({"val_accuracy": 0.9, "train_loss": 0.1}, step=epoch)
         metrics = {f"metric_{i}": float(i) for i in range(12)}
-        tracker.end(run_id, "FINISHED", {"state": "COMPLETE"}, metrics, epochs=epochs)
+        run.end("FINISHED", {"state": "COMPLETE"}, metrics, files=[packed])
         times["optuna"].append(1000 * optuna_s)
         times["mlflow"].append(1000 * (time.perf_counter() - start))
     return times

@@ -14,6 +14,7 @@ import optuna
 import pytest
 from conftest import REPO
 from mlflow import MlflowClient
+from mlflow.entities import Experiment
 
 STUDY = "mlp-digits-slow"
 # A trial lasts 0.015 s an epoch here: 300 epochs keep one running for seconds, far longer than
@@ -85,7 +86,7 @@ def wait_mid_trial(tmp_path: Path, process: subprocess.Popen[str], complete: int
                 trials = []
             done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
             running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
-            if len(done) >= complete and running and "mlflow_run_id" in running[0].user_attrs:
+            if len(done) >= complete and running and "plan" in running[0].user_attrs:
                 time.sleep(0.5)
                 return running[0].number
         time.sleep(0.2)
@@ -95,6 +96,12 @@ def wait_mid_trial(tmp_path: Path, process: subprocess.Popen[str], complete: int
 def mlflow_client(tmp_path: Path) -> MlflowClient:
     uri = f"sqlite:///{tmp_path / 'autocompress-runs' / STUDY / 'mlflow.db'}"
     return MlflowClient(tracking_uri=uri)
+
+
+def study_experiment(tmp_path: Path) -> Experiment:
+    experiment = mlflow_client(tmp_path).get_experiment_by_name(STUDY)
+    assert experiment is not None
+    return experiment
 
 
 def test_sigterm_stops_the_trial_writes_the_front_and_exits_143(tmp_path: Path) -> None:
@@ -140,9 +147,14 @@ def test_sigkill_mid_trial_then_resume_retries_it_and_loses_nothing(tmp_path: Pa
     assert complete_before <= {t.number for t in complete}
     retried = [t for t in study.trials if t.number != number and t.params == killed_params]
     assert retried and retried[0].state == optuna.trial.TrialState.COMPLETE
-    client = mlflow_client(tmp_path)
-    run = client.get_run(study.trials[number].user_attrs["mlflow_run_id"])
-    assert run.info.status == "FAILED"
+    # It died before its MLflow run was written (a trial's run is written when it ends, or
+    # after 10 s): the resumed search wrote it, once, as FAILED.
+    assert "mlflow_run_id" not in study.trials[number].user_attrs
+    runs = mlflow_client(tmp_path).search_runs(
+        [study_experiment(tmp_path).experiment_id], filter_string=f"tags.trial = '{number}'"
+    )
+    assert [(r.info.status, r.data.tags["state"]) for r in runs] == [("FAILED", "FAIL")]
+    assert {k: float(v) for k, v in runs[0].data.params.items()} == killed_params
 
 
 RUNNING = optuna.trial.TrialState.RUNNING
