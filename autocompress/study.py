@@ -44,7 +44,7 @@ from autocompress.structured import prune_channels_
 from autocompress.teacher import Baseline, cache_path, prepare_baseline
 from autocompress.tpe import CachedTPESampler
 from autocompress.tracking import Tracker
-from autocompress.turns import sqlite_turn
+from autocompress.turns import study_turn
 
 DIRECTION: dict[str, Literal["maximize", "minimize"]] = {
     "accuracy": "maximize",
@@ -260,7 +260,11 @@ def _close_orphan_runs(study: optuna.Study, tracker: Tracker, parent: str) -> No
             tracker.close_if_running(run_id, "FAILED", tags)
         else:
             plan = trial.user_attrs.get("plan", {})
-            tracker.add_trial_run(parent, trial.number, trial.params, plan, tags, "FAILED")
+            start = trial.datetime_start
+            start_ms = None if start is None else int(start.timestamp() * 1000)
+            tracker.add_trial_run(
+                parent, trial.number, trial.params, plan, tags, "FAILED", start_ms
+            )
 
 
 def _baseline_attrs(baseline: Baseline) -> dict[str, Any]:
@@ -272,10 +276,15 @@ def _baseline_attrs(baseline: Baseline) -> dict[str, Any]:
 
 
 def _open_tracker(config: ExperimentConfig, study: optuna.Study) -> tuple[Tracker, str]:
-    tracker = Tracker(config.mlflow_tracking_uri, study.study_name, config.out_dir / "mlartifacts")
-    parent = tracker.open_parent(study.user_attrs.get(PARENT_RUN_ATTR), study.study_name)
-    if study.user_attrs.get(PARENT_RUN_ATTR) != parent:
-        study.set_user_attr(PARENT_RUN_ATTR, parent)
+    """The study's experiment and parent run, created by the first of the searches started
+    together on it (whatever the tracking URI: they take the study's turn)."""
+    with study_turn(config.storage_url, study.study_name):
+        tracker = Tracker(
+            config.mlflow_tracking_uri, study.study_name, config.out_dir / "mlartifacts"
+        )
+        parent = tracker.open_parent(study.user_attrs.get(PARENT_RUN_ATTR), study.study_name)
+        if study.user_attrs.get(PARENT_RUN_ATTR) != parent:
+            study.set_user_attr(PARENT_RUN_ATTR, parent)
     return tracker, parent
 
 
@@ -436,9 +445,8 @@ def queue_recipes(
     study: optuna.Study, storage_url: str, recipes: Sequence[tuple[str, dict[str, Any]]]
 ) -> None:
     """A new study's first trials: the warm-start recipes (a resume does not repeat them).
-    Searches started together on a new SQLite study take turns, so they are queued once; on a
-    server database two may both find the study empty (skip_if_exists narrows that)."""
-    with sqlite_turn(storage_url):
+    Searches started together on a new study take its turn, so they are queued once."""
+    with study_turn(storage_url, study.study_name):
         if not study.get_trials(deepcopy=False):  # not a deep copy of a resumed study's trials
             for path, params in recipes:
                 study.enqueue_trial(params, user_attrs={"warm_start": path}, skip_if_exists=True)

@@ -126,9 +126,11 @@ class Tracker:
         plan: dict[str, Any],
         tags: Mapping[str, Any],
         status: str,
+        start_ms: int | None = None,
     ) -> None:
         """The run of a trial that a dead worker left without a recorded one, ended with
-        ``status``: written now, or the one it wrote just before it died, ended."""
+        ``status``: written now (started at ``start_ms``), or the one it wrote just before it
+        died, ended."""
         with sqlite_turn(self.tracking_uri):  # two resuming searches write it once
             found = self.client.search_runs(
                 [self.experiment_id],
@@ -137,7 +139,9 @@ class Tracker:
                 max_results=1,
             )
             if not found:
-                run = TrialRun(self, parent_id, number, params, plan, lambda _: None, math.inf)
+                run = TrialRun(
+                    self, parent_id, number, params, plan, lambda _: None, math.inf, start_ms
+                )
                 run.end(status, tags)
             elif found[0].info.status == "RUNNING":
                 self.end(found[0].info.run_id, status, tags)
@@ -246,6 +250,7 @@ class TrialRun:
         plan: dict[str, Any],
         on_open: Callable[[str], None],
         open_after_s: float,
+        start_ms: int | None = None,
     ) -> None:
         self.tracker = tracker
         self.parent_id = parent_id
@@ -256,7 +261,7 @@ class TrialRun:
         self.open_after_s = open_after_s
         self.run_id: str | None = None
         self._repo: ArtifactRepository | None = None
-        self._start_ms = _now_ms()
+        self._start_ms = _now_ms() if start_ms is None else start_ms
         self._held: list[Metric] = []
         self._written = time.monotonic()
 

@@ -155,6 +155,8 @@ def test_sigkill_mid_trial_then_resume_retries_it_and_loses_nothing(tmp_path: Pa
     )
     assert [(r.info.status, r.data.tags["state"]) for r in runs] == [("FAILED", "FAIL")]
     assert {k: float(v) for k, v in runs[0].data.params.items()} == killed_params
+    started = study.trials[number].datetime_start
+    assert started is not None and runs[0].info.start_time == int(started.timestamp() * 1000)
 
 
 RUNNING = optuna.trial.TrialState.RUNNING

@@ -116,10 +116,12 @@ def test_a_dead_workers_trial_gets_one_run_and_an_open_one_is_ended(tmp_path: Pa
     client = MlflowClient(tracking_uri=uri)
     failed = {"state": "FAIL", "fail_reason": "worker died"}
 
+    started = int(time.time() * 1000) - 60_000  # the trial's start, a minute ago
     for _ in range(2):  # a second resumed search finds it written
-        tracker.add_trial_run(parent, 3, {"bits/fc1": 4}, {"layers": {}}, failed, "FAILED")
+        tracker.add_trial_run(parent, 3, {"bits/fc1": 4}, {"layers": {}}, failed, "FAILED", started)
     [written] = _trial_runs(client, tracker, 3)
     assert written.info.status == "FAILED" and written.data.tags["fail_reason"] == "worker died"
+    assert written.info.start_time == started
     assert written.data.params == {"bits/fc1": "4"}
 
     # A worker died after opening its trial's run, before recording the run's id.
