@@ -161,13 +161,15 @@ class Tracker:
         metrics: Mapping[str, float] | None = None,
         name: str | None = None,
         held: Sequence[Metric] = (),
+        params: Sequence[Param] = (),
     ) -> None:
-        """Metrics held back and final ones, tags and name in one batch (more when over
-        MLflow's batch limit), then status FINISHED, FAILED or KILLED."""
+        """Metrics held back and final ones, parameters, tags and name in one batch (more when
+        over MLflow's batch limits), then status FINISHED, FAILED or KILLED."""
         stamp = _now_ms()
         items = [*held, *(Metric(k, float(v), stamp, 0) for k, v in (metrics or {}).items())]
         all_tags = {**(tags or {}), **({MLFLOW_RUN_NAME: name} if name else {})}
-        self.write_batch(run_id, items, tags=[RunTag(k, str(v)) for k, v in all_tags.items()])
+        run_tags = [RunTag(k, str(v)) for k, v in all_tags.items()]
+        self.write_batch(run_id, items, params, run_tags)
         self.client.set_terminated(run_id, status=status)
 
     def write_batch(
@@ -269,11 +271,11 @@ class TrialRun:
         stamp = _now_ms()
         self._held.extend(Metric(k, float(v), stamp, step) for k, v in metrics.items())
         if time.monotonic() - self._written >= self.open_after_s:
-            if self.run_id is None:
+            opening = self.run_id is None
+            if opening:
                 self._open(f"trial-{self.number:03d}", {"state": "RUNNING"})
-                self.tracker.write_batch(self._id(), self._take(), self.params)
-            else:
-                self.tracker.write_batch(self._id(), self._take())
+            params = self.params if opening else []
+            self.tracker.write_batch(self._id(), self._take(), params)
             self._written = time.monotonic()
 
     def end(
@@ -285,17 +287,14 @@ class TrialRun:
         files: Sequence[Path] = (),
     ) -> None:
         """Status FINISHED, FAILED or KILLED, with the epochs held back and the final metrics,
-        tags, name and files."""
+        tags, name and files. A run created now gets its name and tags with it (no rename)."""
         if self.run_id is None:
             self._open(name or f"trial-{self.number:03d}", tags)
-            stamp = _now_ms()
-            final = [Metric(k, float(v), stamp, 0) for k, v in (metrics or {}).items()]
-            self.tracker.write_batch(self._id(), [*self._take(), *final], self.params)
-            self._log_files(files)
-            self.tracker.client.set_terminated(self._id(), status=status)
+            tags, name, params = {}, None, self.params
         else:
-            self._log_files(files)
-            self.tracker.end(self._id(), status, tags, metrics, name, self._take())
+            params = []
+        self._log_files(files)
+        self.tracker.end(self._id(), status, tags, metrics, name, self._take(), params)
 
     def _open(self, name: str, tags: Mapping[str, Any]) -> None:
         run = self.tracker.client.create_run(
