@@ -110,12 +110,16 @@ def nsga2_population(trials: int) -> int:
     return min(50, max(10, trials // 6))
 
 
+# Finished trials TPE models in full; past them, the most recent and the front (autocompress.tpe).
+TPE_WINDOW = 1000
+
+
 def make_sampler(name: str, seed: int, trials: int = 300) -> optuna.samplers.BaseSampler:
     """TPE is the default: multivariate (it models how per-layer bits and ratios interact)
     and grouped (distillation settings are conditional), which Optuna 5 leaves off.
     ``trials``, the study's budget, sizes NSGA-II's generations."""
     if name == "tpe":
-        return CachedTPESampler(seed=seed, multivariate=True, group=True)
+        return CachedTPESampler(seed=seed, multivariate=True, group=True, window=TPE_WINDOW)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(population_size=nsga2_population(trials), seed=seed)
     if name == "gp":

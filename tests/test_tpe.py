@@ -1,7 +1,9 @@
-"""The cached TPE sampler draws what Optuna's TPE draws, converting each trial once."""
+"""The cached TPE sampler draws what Optuna's TPE draws, converting each trial once, and past
+its window models the recent trials and the front."""
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from collections import Counter
@@ -10,10 +12,14 @@ from collections.abc import Iterator
 import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.samplers._tpe import sampler as tpe_module
 from optuna.search_space.group_decomposed import _SearchSpaceGroup
+from optuna.study import StudyDirection
+from optuna.study._multi_objective import _get_pareto_front_trials_by_trials
+from optuna.trial import FrozenTrial, TrialState
 
-from autocompress.study import make_sampler
-from autocompress.tpe import CachedTPESampler
+from autocompress.study import TPE_WINDOW, make_sampler
+from autocompress.tpe import CachedTPESampler, ParetoFront
 
 
 def objective(trial: optuna.Trial) -> tuple[float, float]:
@@ -43,9 +49,10 @@ def plain_tpe(seed: int) -> optuna.samplers.TPESampler:
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_draws_what_optunas_tpe_draws(seed: int) -> None:
-    ours = run(CachedTPESampler(seed=seed, multivariate=True, group=True), 60)
+@pytest.mark.parametrize(("seed", "window"), [(0, None), (1, None), (0, 60)])
+def test_draws_what_optunas_tpe_draws(seed: int, window: int | None) -> None:
+    """Also within its window: up to ``window`` finished trials, nothing is left out."""
+    ours = run(CachedTPESampler(seed=seed, multivariate=True, group=True, window=window), 60)
     theirs = run(plain_tpe(seed), 60)
     assert [t.state for t in ours] == [t.state for t in theirs]
     assert any(t.state == optuna.trial.TrialState.PRUNED for t in ours)  # both kinds seen
@@ -54,7 +61,70 @@ def test_draws_what_optunas_tpe_draws(seed: int) -> None:
 
 
 def test_is_the_default() -> None:
-    assert isinstance(make_sampler("tpe", 0), CachedTPESampler)
+    sampler = make_sampler("tpe", 0)
+    assert isinstance(sampler, CachedTPESampler)
+    assert sampler._window == TPE_WINDOW
+
+
+def test_past_its_window_models_the_recent_trials_and_the_front(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: dict[int, list[int]] = {}  # trial number -> the finished trials its draw split
+    inner = tpe_module._split_trials
+
+    def recorded(study: optuna.Study, trials: list[FrozenTrial], n_below: int) -> object:
+        drawing = study.get_trials(deepcopy=False)[-1].number  # the study's own trials
+        seen.setdefault(drawing, [t.number for t in trials])
+        return inner(study, trials, n_below)
+
+    monkeypatch.setattr(tpe_module, "_split_trials", recorded)
+    window = 15
+    trials = run(CachedTPESampler(seed=0, multivariate=True, group=True, window=window), 60)
+    checked = kept_older = 0
+    for number, modelled in seen.items():
+        before = [t for t in trials[:number] if t.state.is_finished()]
+        if len(before) <= window:
+            assert modelled == [t.number for t in before]
+            continue
+        recent = before[-window:]
+        front = pareto_front(before)
+        assert modelled == sorted({t.number for t in recent} | {t.number for t in front})
+        kept_older += any(t.number < recent[0].number for t in front)
+        checked += 1
+    assert checked > 30
+    assert kept_older > 10  # the front's older members stayed in the model
+
+
+def pareto_front(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """Optuna's Pareto front of the complete trials."""
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    return _get_pareto_front_trials_by_trials(complete, [StudyDirection.MINIMIZE] * 2)
+
+
+def test_front_is_optunas_front_one_trial_at_a_time() -> None:
+    trials = run(optuna.samplers.RandomSampler(seed=3), 80)
+    tie = copy.deepcopy(pareto_front(trials)[0])  # a tie with a front member joins the front
+    tie._trial_id = tie.number = 10_000
+    trials.append(tie)
+    front = ParetoFront([StudyDirection.MINIMIZE, StudyDirection.MINIMIZE])
+    for n in range(0, len(trials), 7):
+        front.update(trials[: n + 7])
+        assert sorted(front.trials) == sorted(t._trial_id for t in pareto_front(trials[: n + 7]))
+    assert 10_000 in front.trials
+
+
+def test_front_follows_each_directions_sign() -> None:
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for values in ([0.9, 5.0], [0.8, 1.0], [0.7, 2.0], [0.95, 9.0]):
+        study.add_trial(optuna.trial.create_trial(values=values))
+    front = ParetoFront(study.directions)
+    front.update(study.get_trials())
+    assert sorted(t.number for t in front.trials.values()) == [0, 1, 3]
+
+
+def test_window_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="window must be a positive number of trials, got 0"):
+        CachedTPESampler(window=0)
 
 
 @pytest.fixture
