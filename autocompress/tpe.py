@@ -21,8 +21,8 @@ are Optuna's own.
 
 This module and ``study.make_sampler`` are the only ones that know TPE's internals, so a
 change in Optuna's private names (``_get_internal_repr``, ``_group_decomposed_search_space``,
-``_sample``, ``Study._get_trials``) touches this file alone, and the equality test says when
-it happens.
+``_sample``, ``Study._get_trials``, ``_multi_objective._dominates``) touches this file alone,
+and the tests say when it happens.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.search_space.group_decomposed import _GroupDecomposedSearchSpace, _SearchSpaceGroup
+from optuna.study._multi_objective import _dominates
 from optuna.trial import FrozenTrial, TrialState
 
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -67,13 +68,11 @@ class _IncrementalGroups(_GroupDecomposedSearchSpace):
 
 class ParetoFront:
     """The non-dominated finished trials of a study, updated one new trial at a time (a
-    dominated trial stays dominated, so the front never needs the whole study again)."""
+    dominated trial stays dominated, so the front never needs the whole study again).
+    Domination is Optuna's own, as its ``best_trials`` uses it."""
 
     def __init__(self, directions: Sequence[optuna.study.StudyDirection]) -> None:
-        self._signs = [
-            -1.0 if d == optuna.study.StudyDirection.MAXIMIZE else 1.0 for d in directions
-        ]
-        self._losses: dict[int, tuple[float, ...]] = {}  # trial id -> values, lower is better
+        self._directions = list(directions)
         self.trials: dict[int, FrozenTrial] = {}  # trial id -> trial on the front
         self._seen: set[int] = set()
 
@@ -83,19 +82,17 @@ class ParetoFront:
             if trial._trial_id in self._seen:
                 continue
             self._seen.add(trial._trial_id)
-            if trial.state != TrialState.COMPLETE or trial.values is None:
+            if trial.state != TrialState.COMPLETE:
                 continue
-            loss = tuple(s * v for s, v in zip(self._signs, trial.values, strict=True))
-            if any(_dominates(other, loss) for other in self._losses.values()):
+            members = self.trials.values()
+            if any(_dominates(other, trial, self._directions) for other in members):
                 continue
-            for trial_id in [i for i, other in self._losses.items() if _dominates(loss, other)]:
-                del self._losses[trial_id], self.trials[trial_id]
-            self._losses[trial._trial_id] = loss
+            self.trials = {
+                i: other
+                for i, other in self.trials.items()
+                if not _dominates(trial, other, self._directions)
+            }
             self.trials[trial._trial_id] = trial
-
-
-def _dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
-    return all(x <= y for x, y in zip(a, b, strict=True)) and a != b
 
 
 class _ModelledStudy:
