@@ -22,6 +22,7 @@ from autocompress.prune import GradualPruning
 from autocompress.refine import REFINE_OF
 from autocompress.size import model_size
 from autocompress.space import SearchSpace
+from autocompress.storage import batched_writes
 from autocompress.teacher import Baseline
 from autocompress.tracking import Tracker
 
@@ -70,11 +71,13 @@ class Objective:
         ctx = self.ctx
         start = time.perf_counter()
         # 1. Optuna's flat parameters -> the plan (logged verbatim: enough to rebuild it).
-        plan = ctx.space.suggest(trial)
-        if REFINE_OF in trial.user_attrs:  # a front member again, fine-tuned longer
-            plan = replace(plan, finetune=replace(plan.finetune, epochs=ctx.config.refine.epochs))
-        trial.set_user_attr("plan", plan.to_dict())
-        trial.set_user_attr("summary", plan.summary())
+        with batched_writes(trial):  # one transaction, not one per parameter
+            plan = ctx.space.suggest(trial)
+            if REFINE_OF in trial.user_attrs:  # a front member again, fine-tuned longer
+                epochs = ctx.config.refine.epochs
+                plan = replace(plan, finetune=replace(plan.finetune, epochs=epochs))
+            trial.set_user_attr("plan", plan.to_dict())
+            trial.set_user_attr("summary", plan.summary())
         run = ctx.tracker.trial_run(
             ctx.parent_run_id,
             trial.number,
@@ -169,28 +172,30 @@ class Objective:
                 "time_pack_s": pack_s,
                 "time_trial_s": time.perf_counter() - start,
             }
-            if latency:
-                trial.set_user_attr("latency_ms", latency[1].median_ms)
-            trial.set_user_attr("time_finetune_s", finetune_s)
-            trial.set_user_attr(CURVE, curve)
-            ratio = metrics["compression_ratio"]
-            run.end(
-                "FINISHED",
-                {"state": "COMPLETE"},
-                metrics,
-                name=f"trial-{trial.number:03d} {ratio:.1f}x {val_accuracy:.2%}",
-                files=[path],  # on the run: found from any machine
-            )
+            with batched_writes(trial):
+                if latency:
+                    trial.set_user_attr("latency_ms", latency[1].median_ms)
+                trial.set_user_attr("time_finetune_s", finetune_s)
+                trial.set_user_attr(CURVE, curve)
+                ratio = metrics["compression_ratio"]
+                run.end(  # may open the run and record its id on the trial
+                    "FINISHED",
+                    {"state": "COMPLETE"},
+                    metrics,
+                    name=f"trial-{trial.number:03d} {ratio:.1f}x {val_accuracy:.2%}",
+                    files=[path],  # on the run: found from any machine
+                )
             # 5. The objectives back to the study: maximize accuracy, minimize bytes (and ms).
             values = {"accuracy": val_accuracy, "size": float(len(packed))}
             if latency:
                 values["latency"] = latency[1].median_ms
             return tuple(values[name] for name in ctx.config.objectives)
         except optuna.TrialPruned as exc:
-            trial.set_user_attr("pruned_reason", str(exc))
-            if tuned is not None:  # stopped within fine-tuning: time accounting stays whole
-                trial.set_user_attr("time_finetune_s", time.perf_counter() - tuned)
-            run.end("KILLED", {"state": "PRUNED", "pruned_reason": str(exc)})
+            with batched_writes(trial):
+                trial.set_user_attr("pruned_reason", str(exc))
+                if tuned is not None:  # stopped within fine-tuning: time accounting stays whole
+                    trial.set_user_attr("time_finetune_s", time.perf_counter() - tuned)
+                run.end("KILLED", {"state": "PRUNED", "pruned_reason": str(exc)})
             raise
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]

@@ -39,7 +39,7 @@ from autocompress.refine import Refiner
 from autocompress.sampler_seed import FirstTrialSeeded
 from autocompress.signals import Interrupted, interruptible
 from autocompress.space import SearchSpace, build_space, load_space
-from autocompress.storage import open_storage
+from autocompress.storage import count_trials, open_storage
 from autocompress.structured import prune_channels_
 from autocompress.teacher import Baseline, cache_path, prepare_baseline
 from autocompress.tpe import CachedTPESampler
@@ -309,12 +309,16 @@ def _run_trials(
         ModelSpec(canonical_model_spec(config.model), prepared.data.input_shape,
                   prepared.data.num_classes),
     )  # fmt: skip
-    done = len(study.get_trials(deepcopy=False, states=FINISHED))
+    done = count_trials(study, FINISHED)
     if done >= config.trials:
         return
-    callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] = [
-        optuna.study.MaxTrialsCallback(config.trials, states=FINISHED)
-    ]
+
+    def stop_at_total(study: optuna.Study, _: FrozenTrial) -> None:
+        """Optuna's ``MaxTrialsCallback``, counted by the storage (every worker's trials)."""
+        if count_trials(study, FINISHED) >= config.trials:
+            study.stop()
+
+    callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] = [stop_at_total]
     if config.refine.epochs:
         callbacks.append(
             Refiner(config.refine.every, config.refine.window, baseline.val_accuracy, config.trials)
@@ -519,7 +523,7 @@ def run_search(
 ) -> SearchResult:
     """``command``: the command line that started the search, recorded on the parent run."""
     prepared, study, baseline, tracker, parent = _setup(config, echo, command)
-    done = len(study.get_trials(deepcopy=False, states=FINISHED))
+    done = count_trials(study, FINISHED)
     bar = _Progress(max(config.trials - done, 0), study.user_attrs["baseline"], progress)
     before = {t.number for t in study.trials}
     start = time.perf_counter()
