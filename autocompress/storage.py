@@ -33,7 +33,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import optuna
-from optuna.distributions import BaseDistribution
+from optuna.distributions import BaseDistribution, check_distribution_compatibility
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages._rdb import models
 from optuna.storages._rdb.storage import _create_scoped_session
@@ -158,6 +158,9 @@ class BatchingRDBStorage(RDBStorage):
         distribution: BaseDistribution,
         previous_distribution: BaseDistribution | None,
     ) -> None:
+        if previous_distribution is not None:  # refused now, before Optuna's cache takes it
+            check_distribution_compatibility(previous_distribution, distribution)
+
         def write(session: Any) -> None:
             self._set_trial_param_without_commit(
                 session, trial_id, param_name, param_value_internal, distribution,

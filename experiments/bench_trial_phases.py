@@ -9,9 +9,8 @@ parameter and attribute writes (and their batches' commits), ask and the trial c
 MLflow's trial run; compression, packing, the size formula, latency; and ``fit``. Prints,
 after the search, the milliseconds per trial of each (total over all trials / trials),
 largest first; the steps nest (``objective`` holds most of the others), so the column does
-not add up. Why: the
-issue's target is under 5% of a trial outside fine-tuning, and the share alone does not say
-which step to cut.
+not add up. Why: the issue's target is under 5% of a trial outside fine-tuning, and the share
+alone does not say which step to cut.
 """
 
 from __future__ import annotations

@@ -108,8 +108,14 @@ def test_a_batch_of_an_incompatible_parameter_fails_as_optuna_does(tmp_path: Pat
     first.suggest_int("n", 1, 3)
     study.tell(first, 0.0)
     trial = study.ask()
-    with pytest.raises(ValueError, match="n"), batched_writes(trial):
-        trial.suggest_float("n", 0.0, 1.0)  # the same name, another distribution
+    with batched_writes(trial):
+        with pytest.raises(ValueError, match="n"):  # at the suggestion, as Optuna refuses it
+            trial.suggest_float("n", 0.0, 1.0)  # the same name, another distribution
+        trial.set_user_attr("after", 1)  # the batch goes on
+    assert _stored(tmp_path, 1).user_attrs == {"after": 1}
+    assert count_trials(study, (TrialState.RUNNING,)) == 1
+    second = study.ask()
+    assert second.suggest_int("n", 1, 3) in (1, 2, 3)  # the study's distribution unchanged
 
 
 def test_a_study_on_another_storage_writes_as_optuna_does() -> None:
