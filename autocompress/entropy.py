@@ -79,9 +79,11 @@ def encode(sequences: Sequence[tuple[Model, np.ndarray]]) -> bytes:
 
 def decode(data: bytes, sequences: Sequence[tuple[Model, int]]) -> list[np.ndarray]:
     """``encode``'s sequences (int64 arrays) from its bytes, given each one's model and length;
-    ValueError if the bytes hold less or more."""
-    if len(data) % 4 or (not data and any(count for _, count in sequences)):
-        raise ValueError(f"coded length {len(data)} is not a positive multiple of 4")
+    ValueError if the bytes are not whole words or hold more. No bytes at all are a valid
+    coding (a few likely symbols leave ANS's state where it began); a truncated blob is the
+    file's CRC's to catch, as ANS decodes any words."""
+    if len(data) % 4:
+        raise ValueError(f"coded length {len(data)} is not a multiple of 4")
     coder = constriction.stream.stack.AnsCoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
     out = []
     for model, count in sequences:
