@@ -231,12 +231,12 @@ def _search(args: argparse.Namespace) -> int:
     print(format_table(result.front, result.baseline))
     if result.trials_run:
         per_trial = result.seconds / result.trials_run
-        outside = (
-            1 - result.finetune_seconds / result.trial_seconds if result.trial_seconds else 0.0
-        )
+        total = result.trial_seconds
+        outside = 1 - result.finetune_seconds / total if total else 0.0
+        validating = result.validate_seconds / total if total else 0.0
         print(
             f"\n{result.trials_run} trials in {result.seconds:.1f} s ({per_trial:.2f} s/trial, "
-            f"{outside:.1%} outside fine-tuning)"
+            f"{outside:.1%} outside fine-tuning, {validating:.1%} of it validating)"
         )
     print(f"results in {result.out_dir}: report.html, pareto.csv/.json/.png/.html")
     print(f"MLflow UI: mlflow ui --backend-store-uri {config.mlflow_tracking_uri}")

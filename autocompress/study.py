@@ -78,10 +78,12 @@ class SearchResult:
     files: dict[str, Path]
     trials_run: int  # trials this call ran (a resume runs only the rest of the budget)
     seconds: float  # wall time of this call's trials
-    # Those trials' own time, start to end, summed, and the part of it spent fine-tuning: a
-    # share that stays in [0, 1] when workers overlap (the wall time's would go negative).
+    # Those trials' own time, start to end, summed, and the parts of it spent fine-tuning
+    # (training) and in its validation passes: shares that stay in [0, 1] when workers overlap
+    # (the wall time's would go negative).
     trial_seconds: float
     finetune_seconds: float
+    validate_seconds: float
     interrupted: Interrupted | None = None  # the signal that stopped the search early
 
 
@@ -554,6 +556,7 @@ def run_search(
         seconds=seconds,
         trial_seconds=sum(_duration_s(t) for t in ended),
         finetune_seconds=sum(t.user_attrs.get("time_finetune_s", 0.0) for t in ended),
+        validate_seconds=sum(t.user_attrs.get("time_validate_s", 0.0) for t in ended),
         interrupted=interrupted,
     )
 

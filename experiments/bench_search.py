@@ -98,7 +98,10 @@ class RunResult:
     hypervolume: float = 0.0
     trials_wall_s: float | None = None  # first trial's start to last trial's end
     seconds_per_trial: float | None = None
-    outside_finetune: float | None = None  # share of trials_wall_s not spent fine-tuning
+    # share of trials_wall_s not spent fine-tuning (training): the validation passes, like all
+    # evaluation, count outside (the list); and their own share
+    outside_finetune: float | None = None
+    validation: float | None = None
     run_wall_s: float = 0.0  # the whole run_search call: setup, trials, test accuracy, files
     front: list[dict[str, Any]] = field(default_factory=list)  # val, test, bytes, ratio, summary
     dominates: dict[str, bool] = field(default_factory=dict)  # recipe -> front dominates it
@@ -228,9 +231,11 @@ def analyse(
         last = max(t.datetime_complete for t in trials if t.datetime_complete is not None)
         wall = (last - first).total_seconds()
         finetune = sum(float(t.user_attrs.get("time_finetune_s", 0.0)) for t in trials)
+        validate = sum(float(t.user_attrs.get("time_validate_s", 0.0)) for t in trials)
         result.trials_wall_s = wall
         result.seconds_per_trial = wall / len(trials)
         result.outside_finetune = 1 - finetune / wall if wall > 0 else 0.0
+        result.validation = validate / wall if wall > 0 else 0.0
     return result
 
 
@@ -295,7 +300,8 @@ def run_one(
         log(
             f"  [{slug}] {result.trials} trials in {result.trials_wall_s:.0f} s "
             f"({result.seconds_per_trial:.1f} s/trial, {result.outside_finetune:.1%} outside "
-            f"fine-tuning), front {result.front_size}, hypervolume {result.hypervolume:.1f}, "
+            f"fine-tuning, {result.validation or 0.0:.1%} validating), front "
+            f"{result.front_size}, hypervolume {result.hypervolume:.1f}, "
             f"run {seconds:.0f} s"
         )
     return result
@@ -327,6 +333,7 @@ def table(baseline: Baseline, runs: list[RunResult], methods: list[str], recipes
         "hypervolume",
         "s / trial",
         "outside FT",
+        "validating",
         *(f"beats {r}" for r in recipes),
     ]
     lines = ["| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
@@ -347,6 +354,7 @@ def table(baseline: Baseline, runs: list[RunResult], methods: list[str], recipes
             summarize([r.hypervolume for r in mine], ".1f"),
             summarize([r.seconds_per_trial for r in mine], ".2f"),
             summarize([percent(r.outside_finetune) for r in mine], ".1f", "%"),
+            summarize([percent(r.validation) for r in mine], ".1f", "%"),
         ]
         for name in recipes:
             known = [v for r in mine if (v := r.dominates.get(name)) is not None]
@@ -444,8 +452,9 @@ def header(report: dict[str, Any], args: argparse.Namespace) -> str:
         "accuracy at most P points below the baseline's; its test acc: that model's test "
         f"accuracy. Hypervolume: {report['hypervolume_space']}, units points x log2(ratio). "
         "s / trial: first trial's start to last trial's end / finished trials; outside FT: "
-        "the share of that not spent fine-tuning. beats R: runs whose front dominates recipe "
-        "R's model of the same seed."
+        "the share of that not spent fine-tuning (training steps), validating included; "
+        "validating: the share in fine-tuning's validation passes. beats R: runs whose front "
+        "dominates recipe R's model of the same seed."
     )
 
 

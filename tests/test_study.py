@@ -82,7 +82,8 @@ def test_hopeless_trials_stop_early_as_pruned(tmp_path: Path) -> None:
     trial = study.trials[0]
     assert trial.state.name == "PRUNED"
     assert "after epoch 1" in trial.user_attrs["pruned_reason"]
-    assert trial.user_attrs["time_finetune_s"] > 0  # its epoch counts as fine-tuning time
+    # its epoch counts as fine-tuning time, its validation pass apart as evaluation
+    assert trial.user_attrs["time_finetune_s"] > trial.user_attrs["time_validate_s"] > 0
     client = MlflowClient(tracking_uri=cfg.mlflow_tracking_uri)
     run = client.get_run(trial.user_attrs["mlflow_run_id"])
     assert run.info.status == "KILLED"
@@ -141,6 +142,15 @@ def test_latency_is_timed_on_the_front_files_unless_it_is_an_objective(tmp_path:
         metrics = client.get_run(trial.user_attrs["mlflow_run_id"]).data.metrics
         timed = {"latency_ms_batch1", "latency_ms_batch64"} <= set(metrics)
         assert timed == (trial.number in front), trial.number
+        # training and validation passes timed apart, both inside the trial's own time
+        train_s, validate_s = metrics["time_finetune_s"], metrics["time_validate_s"]
+        assert (train_s, validate_s) == (
+            trial.user_attrs["time_finetune_s"],
+            trial.user_attrs["time_validate_s"],
+        )
+        assert 0 < validate_s < train_s
+        assert train_s + validate_s < metrics["time_trial_s"]
+    assert 0 < result.validate_seconds < result.finetune_seconds < result.trial_seconds
 
 
 def test_resuming_with_another_space_is_refused(tmp_path: Path) -> None:
