@@ -19,7 +19,6 @@ from autocompress.cuda_graph import GraphedStep
 from autocompress.distill import distillation_loss
 from autocompress.errors import TrialFailed
 from autocompress.plan import DistillPlan
-from autocompress.sparse_eval import sparse_linears
 
 EVAL_BATCH = 2048
 
@@ -136,8 +135,7 @@ def fit(
         if not math.isfinite(mean_loss):
             raise TrialFailed(f"training loss became {mean_loss} in epoch {epoch}")
         validating = time.perf_counter()  # the loss's .item() above waited for the device
-        with sparse_linears(model):  # sparse products for the layers the masks emptied most
-            logits = predict_logits(model, val[0])
+        logits = predict_logits(model, val[0])
         if not bool(torch.isfinite(logits).all()):
             raise TrialFailed(f"validation logits are not finite after epoch {epoch}")
         val_accuracy = float((logits.argmax(dim=1) == val[1]).float().mean())
