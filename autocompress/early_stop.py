@@ -22,7 +22,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autocompress.plan import FinetunePlan
 
-# The user attribute of a complete trial: its validation accuracy after each epoch.
+# The user attribute of a complete trial: its validation accuracy after each epoch (null after
+# an epoch not validated: ``validate_every``).
 CURVE = "val_curve"
 # Complete trials of the same schedule needed before any is stopped: the largest gain of
 # fewer is too likely to be beaten by the next trial.
@@ -36,37 +37,44 @@ class Allowance:
     """What a trial may still gain after each epoch, and the accuracy it must be able to reach."""
 
     floor: float  # baseline accuracy - max_drop
-    gains: tuple[float, ...]  # gains[k - 1]: the most gained after epoch k; () = none known
+    # gains[k - 1]: the most gained after epoch k; None (or none at all): not known
+    gains: tuple[float | None, ...]
 
     def hopeless(self, epoch: int, accuracy: float) -> bool:
         """True when ``accuracy`` after ``epoch`` cannot end at or above the floor."""
         if not 1 <= epoch <= len(self.gains):
             return False
-        return accuracy + self.gains[epoch - 1] + SLACK < self.floor
+        gain = self.gains[epoch - 1]
+        return gain is not None and accuracy + gain + SLACK < self.floor
 
 
 class Gains:
     """The largest gain after each epoch, per fine-tuning schedule (epochs, prune schedule: a
     gradual ramp gains later than one-shot masks), folded in one complete trial at a time.
     A search keeps one and folds in only the trials it has not read (``read``): re-reading
-    every complete trial for every new one cost 2.5 ms a trial at 2,500 trials, and growing."""
+    every complete trial for every new one cost 2.5 ms a trial at 2,500 trials, and growing.
+    Epochs are counted apart: a curve holds no value after an epoch not validated."""
 
     def __init__(self) -> None:
-        self._count: dict[tuple[int, str], int] = {}
-        self._gains: dict[tuple[int, str], tuple[float, ...]] = {}
+        self._count: dict[tuple[int, str], list[int]] = {}
+        self._gains: dict[tuple[int, str], list[float | None]] = {}
         self._read: set[int] = set()
 
     def add(self, trial: FrozenTrial) -> None:
         """Fold in ``trial`` if it is complete and has a learning curve."""
         curve = trial.user_attrs.get(CURVE, ())
-        if trial.state != TrialState.COMPLETE or not curve:
+        if trial.state != TrialState.COMPLETE or not curve or curve[-1] is None:
             return
         schedule = trial.user_attrs.get("plan", {}).get("finetune", {}).get("prune_schedule")
         key = (len(curve), str(schedule))
-        gains = tuple(curve[-1] - curve[k] for k in range(len(curve)))
-        seen = self._gains.get(key)
-        self._gains[key] = gains if seen is None else tuple(map(max, seen, gains))
-        self._count[key] = self._count.get(key, 0) + 1
+        gains = self._gains.setdefault(key, [None] * len(curve))
+        count = self._count.setdefault(key, [0] * len(curve))
+        for k, accuracy in enumerate(curve):
+            if accuracy is not None:
+                gain = curve[-1] - accuracy
+                seen = gains[k]
+                gains[k] = gain if seen is None else max(seen, gain)
+                count[k] += 1
 
     def read(self, trials: Iterable[FrozenTrial]) -> None:
         """Fold in the finished ones of ``trials`` not read before (by trial id)."""
@@ -77,9 +85,10 @@ class Gains:
 
     def allowance(self, finetune: FinetunePlan, floor: float) -> Allowance:
         key = (finetune.epochs, finetune.prune_schedule)
-        if self._count.get(key, 0) < MIN_HISTORY:
-            return Allowance(floor, ())
-        return Allowance(floor, self._gains[key])
+        counts = self._count.get(key, [])
+        gains = self._gains.get(key, [])
+        known = tuple(g if n >= MIN_HISTORY else None for g, n in zip(gains, counts, strict=True))
+        return Allowance(floor, known if any(g is not None for g in known) else ())
 
 
 def learn_allowance(

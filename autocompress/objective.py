@@ -85,7 +85,7 @@ class Objective:
             plan.to_dict(),
             on_open=lambda run_id: trial.set_user_attr("mlflow_run_id", run_id),
         )
-        curve: list[float] = []
+        curve: list[float | None] = []  # None: an epoch not validated
         validating: list[float] = []  # each epoch's validation pass, seconds
         tuned: float | None = None  # when fine-tuning started
 
@@ -112,21 +112,22 @@ class Objective:
 
             # 3. Fine-tune against the teacher's logits, cached once per run.
             def on_epoch(result: EpochResult) -> None:
-                run.log_epoch(
-                    {"val_accuracy": result.val_accuracy, "train_loss": result.loss},
-                    step=result.epoch,
-                )
-                curve.append(result.val_accuracy)
+                accuracy = result.val_accuracy  # None after an epoch left unvalidated
+                metrics = {"train_loss": result.loss}
+                if accuracy is not None:
+                    metrics["val_accuracy"] = accuracy
+                run.log_epoch(metrics, step=result.epoch)
+                curve.append(accuracy)
                 validating.append(result.val_seconds)
-                if result.epoch == 1 and result.val_accuracy < self._hopeless_below():
+                if accuracy is None:
+                    return
+                if result.epoch == 1 and accuracy < self._hopeless_below():
+                    raise optuna.TrialPruned(f"validation accuracy {accuracy:.2%} after epoch 1")
+                if allowance.hopeless(result.epoch, accuracy):
                     raise optuna.TrialPruned(
-                        f"validation accuracy {result.val_accuracy:.2%} after epoch 1"
-                    )
-                if allowance.hopeless(result.epoch, result.val_accuracy):
-                    raise optuna.TrialPruned(
-                        f"validation accuracy {result.val_accuracy:.2%} after epoch "
-                        f"{result.epoch} cannot end within {ctx.config.max_drop:.1%} of the "
-                        f"baseline (at most +{allowance.gains[result.epoch - 1]:.1%} more)"
+                        f"validation accuracy {accuracy:.2%} after epoch {result.epoch} cannot "
+                        f"end within {ctx.config.max_drop:.1%} of the baseline (at most "
+                        f"+{allowance.gains[result.epoch - 1] or 0.0:.1%} more)"
                     )
 
             gradual = gradual_pruning(student, plan, len(ctx.data.train_x))
@@ -144,6 +145,7 @@ class Objective:
                 on_epoch=on_epoch,
                 on_step=gradual,
                 cuda_graph=ctx.config.cuda_graphs,
+                validate_every=ctx.config.validate_every,
             )
             finetune_s, validate_s = tuning_times()
 
@@ -151,6 +153,7 @@ class Objective:
             if not all(bool(torch.isfinite(p).all()) for p in student.parameters()):
                 raise TrialFailed("the compressed model's weights are not finite")
             val_accuracy = history[-1].val_accuracy
+            assert val_accuracy is not None  # the last epoch is always validated
             # The size is the real file's length; the formula stays as a check on it.
             packing = time.perf_counter()
             packed = pack(student, plan, ctx.model_spec)

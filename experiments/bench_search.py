@@ -262,6 +262,7 @@ def run_one(
     sampler, *modifiers = searcher.split("+")
     refine = [int(m.removeprefix("refine")) for m in modifiers if m.startswith("refine")]
     drop = [float(m.removeprefix("drop")) / 100 for m in modifiers if m.startswith("drop")]
+    every = [int(m.removeprefix("val")) for m in modifiers if m.startswith("val")]
     name = recipe or short_method(method).replace("+", "-").replace("@", "-")
     slug = f"{baseline.model}-{name}-s{seed}"
     out = out_root / baseline.model / slug
@@ -279,6 +280,7 @@ def run_one(
         else [],
         "refine": {"epochs": refine[0] if refine and not recipe else 0},
         **({"max_drop": drop[0]} if drop else {}),
+        **({"validate_every": every[0]} if every else {}),
         "out": str(out),
         "study_name": slug,
         "teacher": {"epochs": args.teacher_epochs},
@@ -415,6 +417,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="samplers (tpe,random,nsga2,gp); NAME+warm also enqueues the hand recipes first; "
         "NAME+refineE refines front members with E epochs (--refine-epochs); "
         "NAME+dropP stops trials that cannot end within P points (max_drop; +drop100: none); "
+        "NAME+valK validates after epoch 1, every K-th and the last (validate_every); "
         "NAME@SPACE searches SPACE (a built-in name or a YAML path) instead of --space",
     )
     parser.add_argument("--seeds", default="0,1,2", type=lambda s: [int(x) for x in csv_list(s)])

@@ -51,6 +51,8 @@ def test_study_name_from_mnist_path() -> None:
         ({"study_name": "a b"}, "study_name"),
         ({"early_stop_drop": 2.0}, "early_stop_drop"),
         ({"max_drop": 0}, "max_drop"),
+        ({"validate_every": 0}, "validate_every"),
+        ({"validate_every": 1.5}, "validate_every"),
         ({"teacher": {"epochs": 0}}, "teacher.epochs"),
         ({"teacher": {"lr_max": 1}}, "teacher.lr_max"),
     ],

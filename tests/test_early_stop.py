@@ -13,7 +13,7 @@ THREE = FinetunePlan(epochs=3)
 
 
 def finished(
-    curve: list[float], schedule: str = "oneshot", state: TrialState = TrialState.COMPLETE
+    curve: list[float | None], schedule: str = "oneshot", state: TrialState = TrialState.COMPLETE
 ) -> FrozenTrial:
     plan = {"finetune": {"epochs": len(curve), "prune_schedule": schedule}}
     values = [curve[-1], 1000.0] if state == TrialState.COMPLETE else None
@@ -73,3 +73,24 @@ def test_a_search_reads_each_trial_once_and_learns_what_all_of_them_teach() -> N
     gains.read(trials)  # a tenth: as many as learn_allowance sees at once
     assert gains.allowance(THREE, floor=0.9) == learn_allowance(trials, THREE, floor=0.9)
     assert gains.allowance(THREE, floor=0.9).gains == (0.7 - 0.5, 0.7 - 0.6, 0.0)
+
+
+def test_epochs_not_validated_have_no_gain_and_stop_nothing() -> None:
+    """Curves of ``validate_every: 2`` (after epochs 1, 2, 4 and 5): no value after epoch 3, so
+    nothing is known and nothing stopped there; every other epoch is learned as before."""
+    curve = [0.50, 0.60, None, 0.70, 0.72]
+    allowance = learn_allowance([finished(curve)] * MIN_HISTORY, FinetunePlan(epochs=5), floor=0.9)
+    assert allowance.gains[2] is None
+    assert allowance.gains == (0.72 - 0.50, 0.72 - 0.60, None, 0.72 - 0.70, 0.0)
+    assert not allowance.hopeless(3, 0.0)
+    assert allowance.hopeless(4, 0.5)
+
+
+def test_each_epoch_needs_its_own_history() -> None:
+    """A study that validated every epoch, then every other one: epoch 3 has fewer than
+    MIN_HISTORY values, so it is not judged; epoch 2 has them all."""
+    every = [finished([0.5, 0.6, 0.65, 0.7])] * (MIN_HISTORY - 1)
+    fewer = [finished([0.5, 0.6, None, 0.7])] * 5
+    allowance = learn_allowance(every + fewer, FinetunePlan(epochs=4), floor=0.9)
+    assert allowance.gains[2] is None
+    assert allowance.gains[1] == 0.7 - 0.6

@@ -32,6 +32,21 @@ def test_fit_learns_digits_and_reports_each_epoch(digits) -> None:  # type: igno
     assert all(0 < r.val_seconds < r.seconds for r in history)
 
 
+def test_fit_validates_after_the_first_every_kth_and_last_epoch(digits) -> None:  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
+    model = build_model("mlp", digits.input_shape, digits.num_classes)
+    history = fit(
+        model, (digits.train_x, digits.train_y), (digits.val_x, digits.val_y),
+        epochs=7, lr=1e-3, batch_size=64, seed=0, validate_every=3,
+    )  # fmt: skip
+    validated = [r.epoch for r in history if r.val_accuracy is not None]
+    assert validated == [1, 3, 6, 7]
+    assert history[-1].val_accuracy == accuracy(model, digits.val_x, digits.val_y)
+    skipped = [r.val_seconds for r in history if r.val_accuracy is None]
+    passes = [r.val_seconds for r in history if r.val_accuracy is not None]
+    assert max(skipped) < min(passes)  # no pass ran: nothing to time
+
+
 def test_distillation_follows_the_teacher(digits) -> None:  # type: ignore[no-untyped-def]
     """With alpha = 1 the labels are ignored: a student taught by a 'teacher' that always says
     class 3 predicts class 3."""

@@ -120,6 +120,24 @@ def test_a_trial_that_cannot_end_within_max_drop_stops_at_the_learned_gain(
     assert run.info.status == "KILLED"
 
 
+def test_validate_every_k_epochs_leaves_gaps_in_the_curve(tmp_path: Path) -> None:
+    """The default space's 10 epochs validated after 1, 3, 6, 9 and 10: the curve holds null
+    for the others, MLflow's val_accuracy has those steps and train_loss all ten."""
+    cfg = config(tmp_path, trials=1, validate_every=3)
+    run_search(cfg, progress=False, echo=lambda _: None)
+    [trial] = optuna.load_study(study_name=STUDY, storage=cfg.storage_url).trials
+    curve = trial.user_attrs[early_stop.CURVE]
+    assert [k + 1 for k, value in enumerate(curve) if value is not None] == [1, 3, 6, 9, 10]
+    assert curve[-1] == trial.values[0]
+    client = MlflowClient(tracking_uri=cfg.mlflow_tracking_uri)
+    run_id = trial.user_attrs["mlflow_run_id"]
+    steps = {
+        key: [m.step for m in client.get_metric_history(run_id, key)]
+        for key in ("val_accuracy", "train_loss")
+    }
+    assert steps == {"val_accuracy": [1, 3, 6, 9, 10], "train_loss": list(range(1, 11))}
+
+
 def test_python_api_returns_the_front(tmp_path: Path) -> None:
     front = autocompress.search(out=str(tmp_path / "api"), trials=2, teacher={"epochs": 8})
     assert front
