@@ -45,6 +45,11 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return float((predict_logits(model, x).argmax(dim=1) == y).float().mean().item())
 
 
+def validated_epochs(epochs: int, every: int) -> frozenset[int]:
+    """The 1-based epochs after which fit validates: the first, every ``every``-th, the last."""
+    return frozenset({1, epochs, *range(every, epochs + 1, every)})
+
+
 def steps_per_epoch(examples: int, batch_size: int) -> int:
     return math.ceil(examples / batch_size)
 
@@ -119,6 +124,7 @@ def fit(
 
     step_fn = GraphedStep(train_step, batch_size, x.device) if graphed else train_step
     generator = torch.Generator().manual_seed(seed)
+    validated = validated_epochs(epochs, validate_every)
     step = 0
     history: list[EpochResult] = []
     for epoch in range(1, epochs + 1):
@@ -138,7 +144,7 @@ def fit(
             raise TrialFailed(f"training loss became {mean_loss} in epoch {epoch}")
         validating = time.perf_counter()  # the loss's .item() above waited for the device
         val_accuracy = None
-        if epoch in (1, epochs) or epoch % validate_every == 0:
+        if epoch in validated:
             logits = predict_logits(model, val[0])
             if not bool(torch.isfinite(logits).all()):
                 raise TrialFailed(f"validation logits are not finite after epoch {epoch}")

@@ -14,6 +14,7 @@ from mlflow import MlflowClient
 
 from autocompress.cli import main
 from autocompress.config import ExperimentConfig
+from autocompress.finetune import validated_epochs
 
 Run = Callable[..., CompletedProcess[str]]
 STUDY = "mlp-digits-default"
@@ -74,8 +75,8 @@ def test_search_then_resume(run_cli: Run, tmp_path: Path) -> None:
         assert "bits/fc1" in run.data.params
         history = client.get_metric_history(run.info.run_id, "val_accuracy")
         # the default space's 10 epochs, validated after 1, every validate_every-th and the last
-        every = ExperimentConfig.validate_every
-        assert [m.step for m in history] == sorted({1, 10, *range(every, 11, every)})
+        validated = validated_epochs(10, ExperimentConfig.validate_every)
+        assert [m.step for m in history] == sorted(validated)
     front_runs = [r for r in children if r.data.tags["pareto"] == "true"]
     assert all("test_accuracy" in r.data.metrics for r in front_runs)
     artifacts = {a.path for a in client.list_artifacts(parent)}

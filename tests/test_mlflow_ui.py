@@ -30,6 +30,7 @@ import optuna
 import pytest
 
 from autocompress.config import ExperimentConfig, build_config
+from autocompress.finetune import validated_epochs
 from autocompress.study import run_search
 
 STUDY = "mlp-digits-default"
@@ -266,9 +267,8 @@ def test_one_nested_run_per_complete_trial(
 
         epochs = trial.user_attrs["plan"]["finetune"]["epochs"]
         history = api(server, "metrics/get-history", run_id=run.id, metric_key="val_accuracy")
-        every = ExperimentConfig.validate_every  # after epoch 1, every k-th and the last
-        validated = sorted({1, epochs, *range(every, epochs + 1, every)})
-        assert [m["step"] for m in history["metrics"]] == validated
+        validated = validated_epochs(epochs, ExperimentConfig.validate_every)
+        assert [m["step"] for m in history["metrics"]] == sorted(validated)
     assert any(r.tags["pareto"] == "true" for r in children)
 
 
