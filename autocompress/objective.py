@@ -212,6 +212,9 @@ class Objective:
                     finetune_s, validate_s = tuning_times()
                     trial.set_user_attr("time_finetune_s", finetune_s)
                     trial.set_user_attr("time_validate_s", validate_s)
+                    # The curve up to the stop says when (its length) and at what accuracy;
+                    # early stopping learns from complete trials' curves only.
+                    trial.set_user_attr(CURVE, curve)
                 run.end("KILLED", {"state": "PRUNED", "pruned_reason": str(exc)})
             raise
         except Exception as exc:

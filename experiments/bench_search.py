@@ -41,6 +41,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
@@ -52,6 +53,7 @@ import torch
 from optuna.trial import TrialState
 
 from autocompress.config import build_config
+from autocompress.early_stop import CURVE
 from autocompress.errors import AutocompressError
 from autocompress.finetune import accuracy
 from autocompress.study import prepare, run_search
@@ -92,6 +94,8 @@ class RunResult:
     pruned: int
     failed: int
     front_size: int
+    # early-stopped trials by the epoch after which they stopped (their curve's length)
+    stopped_after: dict[str, int] = field(default_factory=dict)
     # largest ratio on the front within each drop, and that model's test accuracy
     best_ratio: dict[str, float | None] = field(default_factory=dict)
     best_test: dict[str, float | None] = field(default_factory=dict)
@@ -193,6 +197,11 @@ def analyse(
     trials = [t for t in study.get_trials(deepcopy=False) if t.datetime_complete is not None]
     count = {s: sum(t.state == s for t in trials) for s in TrialState}
     front = sorted(study.best_trials, key=lambda t: t.values[1])
+    stopped = Counter(
+        str(len(t.user_attrs[CURVE]))
+        for t in trials
+        if t.state == TrialState.PRUNED and t.user_attrs.get(CURVE)
+    )
     result = RunResult(
         model=model,
         method=method,
@@ -202,6 +211,7 @@ def analyse(
         complete=count[TrialState.COMPLETE],
         pruned=count[TrialState.PRUNED],
         failed=count[TrialState.FAIL],
+        stopped_after=dict(sorted(stopped.items(), key=lambda item: int(item[0]))),
         front_size=len(front),
         run_wall_s=run_wall_s,
     )
@@ -331,6 +341,7 @@ def table(baseline: Baseline, runs: list[RunResult], methods: list[str], recipes
         "method",
         "runs",
         "trials",
+        "stopped after epoch 1 / later",
         *(h for d in DROPS for h in (f"ratio ≤{d} pt", "its test acc")),
         "hypervolume",
         "s / trial",
@@ -348,6 +359,12 @@ def table(baseline: Baseline, runs: list[RunResult], methods: list[str], recipes
             method.removeprefix("recipe:") + " (recipe)" if recipe else short_method(method),
             str(len(mine)),
             summarize([float(r.trials) for r in mine], ".0f"),
+            summarize([float(r.stopped_after.get("1", 0)) for r in mine], ".0f")
+            + " / "
+            + summarize(
+                [float(sum(r.stopped_after.values())) - r.stopped_after.get("1", 0) for r in mine],
+                ".0f",
+            ),
         ]
         for drop in DROPS:
             cells.append(summarize([r.best_ratio[str(drop)] for r in mine], ".1f", "x"))
@@ -451,6 +468,7 @@ def header(report: dict[str, Any], args: argparse.Namespace) -> str:
         f"Budget per search: {budget}; seeds {', '.join(map(str, args.seeds))}; space "
         f"{args.space}; data {args.data}. Whole benchmark: {report['wall_s'] / 60:.1f} minutes.\n\n"
         "Cells: median [min-max] over seeds, (k/n) when only k of n runs have a value. "
+        "stopped: trials early stopping ended after their first epoch / after a later one. "
         "ratio ≤P pt: the largest float32 / compressed size on the front with validation "
         "accuracy at most P points below the baseline's; its test acc: that model's test "
         f"accuracy. Hypervolume: {report['hypervolume_space']}, units points x log2(ratio). "

@@ -82,6 +82,8 @@ def test_hopeless_trials_stop_early_as_pruned(tmp_path: Path) -> None:
     trial = study.trials[0]
     assert trial.state.name == "PRUNED"
     assert "after epoch 1" in trial.user_attrs["pruned_reason"]
+    [accuracy] = trial.user_attrs[early_stop.CURVE]  # the one epoch it ran, validated
+    assert f"{accuracy:.2%} after epoch 1" in trial.user_attrs["pruned_reason"]
     # its epoch counts as fine-tuning time, its validation pass apart as evaluation
     assert trial.user_attrs["time_finetune_s"] > trial.user_attrs["time_validate_s"] > 0
     client = MlflowClient(tracking_uri=cfg.mlflow_tracking_uri)
@@ -115,6 +117,7 @@ def test_a_trial_that_cannot_end_within_max_drop_stops_at_the_learned_gain(
     assert (
         "after epoch 1 cannot end within 1.0% of the baseline" in last.user_attrs["pruned_reason"]
     )
+    assert len(last.user_attrs[early_stop.CURVE]) == 1
     client = MlflowClient(tracking_uri=cfg.mlflow_tracking_uri)
     run = client.get_run(last.user_attrs["mlflow_run_id"])
     assert run.info.status == "KILLED"
