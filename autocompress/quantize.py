@@ -31,7 +31,7 @@ statistic, using the unsigned range when every observed input was non-negative (
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -129,10 +129,18 @@ def integer_codes(w: Tensor, bits: int) -> tuple[Tensor, Tensor]:
     """Integer codes (int32) and per-channel scales with ``codes * scale`` the quantized weight.
 
     A packer stores exactly these, so the unpacked weight reproduces the model bit for bit:
-    ``quantize_weight`` is defined as ``codes.to(w.dtype) * scale``. Scales are on the one-byte
-    grid (``scale_grid``): rounded up for 2..15 bits, to the nearest for 1 bit (the scale is
-    the level itself). All-zero channels get scale 1 and codes 0.
+    ``quantize_weight`` is defined as ``codes * scale``. Scales are on the one-byte grid
+    (``scale_grid``): rounded up for 2..15 bits, to the nearest for 1 bit (the scale is the
+    level itself). All-zero channels get scale 1 and codes 0.
     """
+    codes, scale = _codes(w, bits)
+    return codes.to(torch.int32), scale
+
+
+def _codes(w: Tensor, bits: int) -> tuple[Tensor, Tensor]:
+    """``integer_codes`` with the codes left in ``w``'s dtype (exact integers there): the
+    fake-quantized forward multiplies them at once, and a round trip through int32 was two
+    more passes over the weight in every training step."""
     if bits not in INT_BITS:
         raise ValueError(f"integer_codes needs bits in 1..15, got {bits}")
     w = w.detach()
@@ -141,12 +149,11 @@ def integer_codes(w: Tensor, bits: int) -> tuple[Tensor, Tensor]:
         mean_abs = scale_grid(flat.abs().sum(dim=1) / (flat != 0).sum(dim=1).clamp(min=1), up=False)
         # a channel of zeros (or of subnormals whose mean underflows) quantizes to zeros
         codes = torch.sign(w) * _channel_view(mean_abs > 0, w)
-        return codes.to(torch.int32), torch.where(mean_abs > 0, mean_abs, 1.0)
+        return codes, torch.where(mean_abs > 0, mean_abs, 1.0)
     qmax = 2 ** (bits - 1) - 1
     scale = scale_grid(flat.abs().amax(dim=1) / qmax, up=True)
     scale = torch.where(scale > 0, scale, 1.0)
-    codes = torch.clamp(torch.round(w / _channel_view(scale, w)), -qmax, qmax)
-    return codes.to(torch.int32), scale
+    return torch.clamp(torch.round(w / _channel_view(scale, w)), -qmax, qmax), scale
 
 
 def quantize_weight(w: Tensor, bits: int) -> tuple[Tensor, Tensor | None]:
@@ -155,17 +162,27 @@ def quantize_weight(w: Tensor, bits: int) -> tuple[Tensor, Tensor | None]:
         return w, None
     if bits == FP16_BITS:
         return w.to(torch.float16).to(w.dtype), None
-    codes, scale = integer_codes(w, bits)
-    return codes.to(w.dtype) * _channel_view(scale, w), scale
+    codes, scale = _codes(w, bits)
+    return codes * _channel_view(scale, w), scale
 
 
-def _straight_through(x: Tensor, q: Tensor) -> Tensor:
-    """``q`` in the forward pass, identity gradient to ``x`` in the backward pass.
+class _StraightThrough(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, quantize: Callable[[Tensor], Tensor]) -> Tensor:
+        return quantize(x)
 
-    ``x + (q - x).detach()`` can differ from ``q`` by one rounding; ``x - x.detach()`` is an
-    exact zero, so this returns exactly ``q`` (which the packer must reproduce).
-    """
-    return q.detach() + (x - x.detach())
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        return grad, None
+
+
+def _straight_through(x: Tensor, quantize: Callable[[Tensor], Tensor]) -> Tensor:
+    """Exactly ``quantize(x)`` (which the packer must reproduce) in the forward pass, identity
+    gradient to ``x`` in the backward pass, as one autograd node. Written with tensors,
+    ``q.detach() + (x - x.detach())``, it took two more elementwise passes forward and two
+    more autograd nodes backward in every training step (docs/BENCHMARKS.md)."""
+    out: Tensor = _StraightThrough.apply(x, quantize)
+    return out
 
 
 class WeightFakeQuant(nn.Module):
@@ -177,7 +194,12 @@ class WeightFakeQuant(nn.Module):
         self.bits = bits
 
     def forward(self, w: Tensor) -> Tensor:
-        return _straight_through(w, quantize_weight(w.detach(), self.bits)[0])
+        if self.bits == FLOAT_BITS:
+            return w
+        return _straight_through(w, self._dequantized)
+
+    def _dequantized(self, w: Tensor) -> Tensor:
+        return quantize_weight(w, self.bits)[0]
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}"
@@ -187,7 +209,7 @@ class BiasFakeFp16(nn.Module):
     """Parametrization of a quantized layer's bias: fp16 values, straight-through gradient."""
 
     def forward(self, b: Tensor) -> Tensor:
-        return _straight_through(b, fp16_grid(b.detach()))
+        return _straight_through(b, fp16_grid)
 
 
 class ActFakeQuant(nn.Module):
@@ -230,16 +252,16 @@ class ActFakeQuant(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.bits == FP16_BITS:
-            return _straight_through(x, x.detach().to(torch.float16).to(x.dtype))
+            return _straight_through(x, lambda t: t.to(torch.float16).to(t.dtype))
         self._observe(x)
         qmax_signed = 2 ** (self.bits - 1) - 1
         qmax_unsigned = 2**self.bits - 1
         hi = torch.where(self.signed, qmax_signed, qmax_unsigned).to(x.dtype)
         lo = torch.where(self.signed, -hi, torch.zeros_like(hi))
         scale = self.scale_src.to(x.dtype).clamp(min=1e-12) / hi
-        xd = x.detach()
-        q = torch.minimum(torch.maximum(torch.round(xd / scale), lo), hi) * scale
-        return _straight_through(x, q)
+        return _straight_through(
+            x, lambda t: torch.minimum(torch.maximum(torch.round(t / scale), lo), hi) * scale
+        )
 
     def pre_hook(self, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
         """Forward pre-hook of the owning layer: quantize its first positional input.
