@@ -27,6 +27,7 @@ from autocompress.config import ExperimentConfig, build_config
 from autocompress.data import DataSplits, load_data
 from autocompress.errors import AutocompressError, ConfigError
 from autocompress.finetune import accuracy
+from autocompress.heap import keep_freed_memory
 from autocompress.latency import measure_latency
 from autocompress.models import (
     build_model,
@@ -524,6 +525,7 @@ def run_search(
     command: str | None = None,
 ) -> SearchResult:
     """``command``: the command line that started the search, recorded on the parent run."""
+    keep_freed_memory()  # before the teacher trains: every step reuses its tensors' memory
     prepared, study, baseline, tracker, parent = _setup(config, echo, command)
     done = count_trials(study, FINISHED)
     bar = _Progress(max(config.trials - done, 0), study.user_attrs["baseline"], progress)
@@ -619,6 +621,7 @@ def run_worker(
     if device is not None:
         overrides["device"] = device
     config, space_raw = stored_config(storage, study_name, overrides)
+    keep_freed_memory()
     if threads is not None:
         torch.set_num_threads(threads)
     _quiet()
