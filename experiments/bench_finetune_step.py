@@ -28,6 +28,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from autocompress.compress import compress
 from autocompress.finetune import fit
+from autocompress.heap import keep_freed_memory
 from autocompress.models import build_model, compressible_layers
 from autocompress.plan import CompressionPlan, DistillPlan, LayerPlan
 from autocompress.study import resolve_device
@@ -73,10 +74,19 @@ def main() -> None:
     parser.add_argument("--models", default="lenet300,lenet5")
     parser.add_argument("--steps", type=int, default=100, help="steps per timed epoch")
     parser.add_argument("--repeats", type=int, default=5, help="timed epochs per variant")
+    parser.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="leave glibc's thresholds as they are (a search raises them: autocompress.heap)",
+    )
     args = parser.parse_args()
+    kept = not args.default_malloc and keep_freed_memory()
     device = resolve_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"device {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(
+        f"device {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} "
+        f"threads, freed memory {'kept' if kept else 'returned (glibc default)'}"
+    )
     print(f"{'model':9} {'variant':13} {'ms/step':>8} {'kernel ms':>9} {'kernels':>9}")
     generator = torch.Generator().manual_seed(0)
     n = args.steps * BATCH

@@ -26,6 +26,7 @@ from torch.nn.utils import parametrize
 
 from autocompress.compress import compress
 from autocompress.finetune import cpu_conv_layout, fit, predict_logits
+from autocompress.heap import keep_freed_memory
 from autocompress.models import build_model, compressible_layers
 from autocompress.plan import CompressionPlan, DistillPlan, LayerPlan
 
@@ -78,9 +79,18 @@ def main() -> None:
     parser.add_argument("--val", type=int, default=1000, help="validation images")
     parser.add_argument("--train", type=int, default=7000, help="training images per epoch")
     parser.add_argument("--repeats", type=int, default=15, help="timed passes")
+    parser.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="leave glibc's thresholds as they are (a search raises them: autocompress.heap)",
+    )
     args = parser.parse_args()
+    kept = not args.default_malloc and keep_freed_memory()
     threads = torch.get_num_threads()
-    print(f"torch {torch.__version__}, {threads} threads; medians of {args.repeats} passes")
+    print(
+        f"torch {torch.__version__}, {threads} threads, freed memory "
+        f"{'kept' if kept else 'returned (glibc default)'}; medians of {args.repeats} passes"
+    )
     print(f"{'model':9} {'keep':>6} {'pass ms':>8} {'weights ms':>10} {'epoch ms':>9} "
           f"{'pass/epoch':>10}")  # fmt: skip
     generator = torch.Generator().manual_seed(0)
