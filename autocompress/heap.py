@@ -5,8 +5,8 @@ mmap threshold (128 KiB at first, raised only as such blocks are freed) with fre
 the kernel and gives them back on ``free``, and trims the heap's free top above 128 KiB the
 same way. A fine-tuning step allocates and frees the same tensors every time (a LeNet-300-100
 student's fc1 weight, masked, fake-quantized and their gradients: 0.9 MiB each; a LeNet-5
-validation pass's activations: 46 MiB), so each allocation paid for zeroing new pages: the
-fake-quantized fc1 weight took 0.45 ms to compute, 0.13 ms with freed memory kept
+validation pass's activations: 44 MiB), so each allocation paid for zeroing new pages. Kept,
+on 2 cores: a LeNet-300-100 epoch 115-125 -> 92-101 ms, a LeNet-5 validation pass 39 -> 27 ms
 (docs/BENCHMARKS.md). The cost: the process keeps up to its peak use resident instead of
 returning it between steps, which a search process, running the same model for hours, would
 take again at the next step anyway.
