@@ -73,11 +73,11 @@ class ExperimentConfig:
     # within it, judged by the largest gain complete trials made from the same epoch
     # (autocompress.early_stop). 1 keeps every trial running.
     max_drop: float = 0.05
-    # Fine-tuning validates after epoch 1, every ``validate_every``-th epoch and the last: a
-    # pass is evaluation, outside fine-tuning in issue 6's count (3% of a LeNet-300-100 trial
-    # and 5.5% of a LeNet-5 one when every epoch validates); early stopping acts at those
-    # epochs. Every third: the same fronts in short searches, half the passes
-    # (docs/BENCHMARKS.md, "Fewer validation passes").
+    # Fine-tuning validates after epoch 1 and every ``validate_every``-th epoch counted back
+    # from the last (1, 4, 7, 10 of 10): a pass is evaluation, outside fine-tuning in issue
+    # 6's count (3% of a LeNet-300-100 trial and 5.5% of a LeNet-5 one when every epoch
+    # validates); early stopping acts at those epochs. Every third: the same fronts in short
+    # searches, 4 passes of 10 (docs/BENCHMARKS.md, "Fewer validation passes").
     validate_every: int = 3
     # Hand recipes (space files that fix every value) run as a new study's first trials, so
     # the sampler starts from known good points (Optuna's enqueue_trial).

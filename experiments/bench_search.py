@@ -434,7 +434,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="samplers (tpe,random,nsga2,gp); NAME+warm also enqueues the hand recipes first; "
         "NAME+refineE refines front members with E epochs (--refine-epochs); "
         "NAME+dropP stops trials that cannot end within P points (max_drop; +drop100: none); "
-        "NAME+valK validates after epoch 1, every K-th and the last (validate_every); "
+        "NAME+valK validates after epoch 1 and every K-th back from the last (validate_every); "
         "NAME@SPACE searches SPACE (a built-in name or a YAML path) instead of --space",
     )
     parser.add_argument("--seeds", default="0,1,2", type=lambda s: [int(x) for x in csv_list(s)])

@@ -74,7 +74,7 @@ def test_search_then_resume(run_cli: Run, tmp_path: Path) -> None:
         assert {"accuracy", "size_bytes", "compression_ratio"} <= set(run.data.metrics)
         assert "bits/fc1" in run.data.params
         history = client.get_metric_history(run.info.run_id, "val_accuracy")
-        # the default space's 10 epochs, validated after 1, every validate_every-th and the last
+        # the default space's 10 epochs, validated after 1 and every validate_every-th back from 10
         validated = validated_epochs(10, ExperimentConfig.validate_every)
         assert [m.step for m in history] == sorted(validated)
     front_runs = [r for r in children if r.data.tags["pareto"] == "true"]

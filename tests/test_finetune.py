@@ -6,7 +6,7 @@ from torch import nn
 
 from autocompress.data import load_data
 from autocompress.errors import TrialFailed
-from autocompress.finetune import accuracy, cpu_conv_layout, fit
+from autocompress.finetune import accuracy, cpu_conv_layout, fit, validated_epochs
 from autocompress.models import build_model
 from autocompress.plan import DistillPlan
 
@@ -32,7 +32,24 @@ def test_fit_learns_digits_and_reports_each_epoch(digits) -> None:  # type: igno
     assert all(0 < r.val_seconds < r.seconds for r in history)
 
 
-def test_fit_validates_after_the_first_every_kth_and_last_epoch(digits) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(
+    ("epochs", "every", "expected"),
+    [
+        (10, 1, set(range(1, 11))),
+        (10, 3, {1, 4, 7, 10}),  # not 9 and 10 both: a stop after the 9th saves one epoch
+        (30, 3, {1, *range(3, 31, 3)}),
+        (8, 3, {1, 2, 5, 8}),
+        (4, 10, {1, 4}),
+        (1, 3, {1}),
+    ],
+)
+def test_validated_epochs_count_back_from_the_last(
+    epochs: int, every: int, expected: set[int]
+) -> None:
+    assert validated_epochs(epochs, every) == expected
+
+
+def test_fit_validates_after_the_first_and_every_kth_epoch_back_from_the_last(digits) -> None:  # type: ignore[no-untyped-def]
     torch.manual_seed(0)
     model = build_model("mlp", digits.input_shape, digits.num_classes)
     history = fit(
@@ -40,7 +57,7 @@ def test_fit_validates_after_the_first_every_kth_and_last_epoch(digits) -> None:
         epochs=7, lr=1e-3, batch_size=64, seed=0, validate_every=3,
     )  # fmt: skip
     validated = [r.epoch for r in history if r.val_accuracy is not None]
-    assert validated == [1, 3, 6, 7]
+    assert validated == [1, 4, 7]
     assert history[-1].val_accuracy == accuracy(model, digits.val_x, digits.val_y)
     skipped = [r.val_seconds for r in history if r.val_accuracy is None]
     passes = [r.val_seconds for r in history if r.val_accuracy is not None]

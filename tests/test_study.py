@@ -124,13 +124,13 @@ def test_a_trial_that_cannot_end_within_max_drop_stops_at_the_learned_gain(
 
 
 def test_validate_every_k_epochs_leaves_gaps_in_the_curve(tmp_path: Path) -> None:
-    """The default space's 10 epochs validated after 1, 3, 6, 9 and 10: the curve holds null
+    """The default space's 10 epochs validated after 1, 4, 7 and 10: the curve holds null
     for the others, MLflow's val_accuracy has those steps and train_loss all ten."""
     cfg = config(tmp_path, trials=1, validate_every=3)
     run_search(cfg, progress=False, echo=lambda _: None)
     [trial] = optuna.load_study(study_name=STUDY, storage=cfg.storage_url).trials
     curve = trial.user_attrs[early_stop.CURVE]
-    assert [k + 1 for k, value in enumerate(curve) if value is not None] == [1, 3, 6, 9, 10]
+    assert [k + 1 for k, value in enumerate(curve) if value is not None] == [1, 4, 7, 10]
     assert curve[-1] == trial.values[0]
     client = MlflowClient(tracking_uri=cfg.mlflow_tracking_uri)
     run_id = trial.user_attrs["mlflow_run_id"]
@@ -138,7 +138,7 @@ def test_validate_every_k_epochs_leaves_gaps_in_the_curve(tmp_path: Path) -> Non
         key: [m.step for m in client.get_metric_history(run_id, key)]
         for key in ("val_accuracy", "train_loss")
     }
-    assert steps == {"val_accuracy": [1, 3, 6, 9, 10], "train_loss": list(range(1, 11))}
+    assert steps == {"val_accuracy": [1, 4, 7, 10], "train_loss": list(range(1, 11))}
 
 
 def test_python_api_returns_the_front(tmp_path: Path) -> None:
