@@ -1,5 +1,6 @@
 """SQLite in write-ahead-log mode for the study's and MLflow's databases, through SQLAlchemy's
-connect event (the other module that imports SQLAlchemy is ``turns``, for server locks).
+connect event (the others that import SQLAlchemy: ``turns``, for server locks, and
+``storage``, for a trial's parameters in one insert).
 
 A trial makes about 25 small writes (Optuna's parameters, attributes and state; MLflow's run,
 metrics and tags). In SQLite's default rollback-journal mode each commit waits for several

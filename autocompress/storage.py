@@ -30,14 +30,20 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
 import optuna
-from optuna.distributions import BaseDistribution, check_distribution_compatibility
+from optuna.distributions import (
+    BaseDistribution,
+    check_distribution_compatibility,
+    distribution_to_json,
+)
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages._rdb import models
 from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import TrialState
+from sqlalchemy import insert
 
 from autocompress.errors import ConfigError
 from autocompress.sqlite_wal import use_wal
@@ -114,10 +120,24 @@ def _rdb_storage(url: str, engine_kwargs: dict[str, object], heartbeat_s: float)
 Write = Callable[[Any], None]  # one of Optuna's statements, given the open session
 
 
+@dataclass(frozen=True)
+class _HeldParam:
+    name: str
+    value: float  # Optuna's internal representation
+    distribution: BaseDistribution
+    previous: BaseDistribution | None  # the study's, as Optuna's cache knows it
+
+
 class BatchingRDBStorage(RDBStorage):
     """``RDBStorage`` whose trial parameter and user-attribute writes can be held and then
     committed together (``batch``). Only the thread that opened a batch, for its trial, is held;
-    everything else writes at once, as in Optuna."""
+    everything else writes at once, as in Optuna.
+
+    Optuna writes each parameter as a look-up of its trial and an insert, and the look-up
+    flushes the insert before it: a trial's 9 parameters were 18 statements. A batch looks the
+    trial up once, checks it is still running as Optuna does, and inserts the parameters
+    together (one executemany); a parameter new to the study goes
+    through Optuna's own statements, which compare it with the study's other trials."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -130,25 +150,43 @@ class BatchingRDBStorage(RDBStorage):
         if getattr(self._held, "trial_id", None) is not None:  # already held: one commit
             yield
             return
-        self._held.trial_id, self._held.writes = trial_id, []
+        self._held.trial_id, self._held.params, self._held.writes = trial_id, [], []
         try:
             yield
         finally:
+            params: list[_HeldParam] = self._held.params
             writes: list[Write] = self._held.writes
-            self._held.trial_id, self._held.writes = None, []
-            if writes:
-                self._commit(writes)
+            self._held.trial_id, self._held.params, self._held.writes = None, [], []
+            if params or writes:
+                self._commit(trial_id, params, writes)
 
-    def _commit(self, writes: list[Write]) -> None:
-        with _create_scoped_session(self.scoped_session, True) as session:
+    def _commit(self, trial_id: int, params: list[_HeldParam], writes: list[Write]) -> None:
+        with _create_scoped_session(self.scoped_session, True) as session, session.no_autoflush:
+            if params:
+                trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
+                self.check_trial_is_updatable(trial_id, cast(TrialState, trial.state))
+            rows = []
+            for param in params:
+                if param.previous is None:
+                    self._set_trial_param_without_commit(
+                        session, trial_id, param.name, param.value, param.distribution, None
+                    )
+                    continue
+                rows.append(
+                    {
+                        "trial_id": trial_id,
+                        "param_name": param.name,
+                        "param_value": param.value,
+                        "distribution_json": distribution_to_json(param.distribution),
+                    }
+                )
+            if rows:  # one executemany
+                session.execute(insert(models.TrialParamModel), rows)
             for write in writes:
                 write(session)
 
-    def _hold(self, trial_id: int, write: Write) -> bool:
-        if getattr(self._held, "trial_id", None) != trial_id:
-            return False
-        self._held.writes.append(write)
-        return True
+    def _holding(self, trial_id: int) -> bool:
+        return getattr(self._held, "trial_id", None) == trial_id
 
     def _set_trial_param(
         self,
@@ -160,14 +198,11 @@ class BatchingRDBStorage(RDBStorage):
     ) -> None:
         if previous_distribution is not None:  # refused now, before Optuna's cache takes it
             check_distribution_compatibility(previous_distribution, distribution)
-
-        def write(session: Any) -> None:
-            self._set_trial_param_without_commit(
-                session, trial_id, param_name, param_value_internal, distribution,
-                previous_distribution,
-            )  # fmt: skip
-
-        if not self._hold(trial_id, write):
+        if self._holding(trial_id):
+            self._held.params.append(
+                _HeldParam(param_name, param_value_internal, distribution, previous_distribution)
+            )
+        else:
             super()._set_trial_param(
                 trial_id, param_name, param_value_internal, distribution, previous_distribution
             )
@@ -178,7 +213,9 @@ class BatchingRDBStorage(RDBStorage):
                 session, models.TrialUserAttributeModel, trial_id, key, value
             )
 
-        if not self._hold(trial_id, write):
+        if self._holding(trial_id):
+            self._held.writes.append(write)
+        else:
             super().set_trial_user_attr(trial_id, key, value)
 
 

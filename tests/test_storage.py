@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 
 from autocompress import storage
 from autocompress.errors import ConfigError
-from autocompress.storage import batched_writes, count_trials, open_storage
+from autocompress.storage import _backend, batched_writes, count_trials, open_storage
 
 
 def test_workers_opening_a_new_database_at_once_all_open_it(tmp_path: Path) -> None:
@@ -83,6 +83,30 @@ def test_a_batch_commits_the_trials_parameters_and_attributes_once_at_its_end(
     assert stored.params == {f"x{i}": v for i, v in enumerate(values)}
     assert stored.user_attrs == {"plan": {"bits": 4}, "summary": "4b"}
     assert stored.distributions["x3"] == FloatDistribution(0, 1)
+
+
+def test_a_batch_looks_its_trial_up_once_and_inserts_the_parameters_together(
+    tmp_path: Path,
+) -> None:
+    """Optuna's writes looked the trial up before every parameter (flushing the previous
+    insert): 18 statements for 9 parameters. Batched: one look-up and one insert."""
+    study, _ = _study_on(tmp_path)
+    names = [f"x{i}" for i in range(9)]
+    first = study.ask()
+    with batched_writes(first):  # new to the study: Optuna's statements compare them
+        for name in names:
+            first.suggest_float(name, 0, 1)
+    statements: list[str] = []
+    engine = _backend(study).engine
+    listener = lambda *args: statements.append(args[2].split()[0])  # noqa: E731
+    trial = study.ask()
+    sqlalchemy.event.listen(engine, "before_cursor_execute", listener)
+    with batched_writes(trial):
+        values = {name: trial.suggest_float(name, 0, 1) for name in names}
+    sqlalchemy.event.remove(engine, "before_cursor_execute", listener)
+    assert statements == ["SELECT", "INSERT"]
+    assert _stored(tmp_path, 1).params == values
+    assert _stored(tmp_path, 0).params.keys() == values.keys()
 
 
 def test_writes_before_an_error_in_a_batch_are_kept_and_others_write_at_once(
