@@ -138,8 +138,8 @@ class BatchingRDBStorage(RDBStorage):
     Optuna writes each parameter as a look-up of its trial and an insert, and the look-up
     flushes the insert before it: a trial's 9 parameters were 18 statements. A batch looks the
     trial up once, checks it is still running as Optuna does, and inserts the parameters
-    together (one executemany); a parameter new to the study goes
-    through Optuna's own statements, which compare it with the study's other trials."""
+    together (one executemany); a parameter new to the study goes through Optuna's own
+    statements, which compare it with the study's other trials."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 
 from autocompress import storage
 from autocompress.errors import ConfigError
-from autocompress.storage import _backend, batched_writes, count_trials, open_storage
+from autocompress.storage import batched_writes, count_trials, open_storage
 
 
 def test_workers_opening_a_new_database_at_once_all_open_it(tmp_path: Path) -> None:
@@ -97,7 +97,7 @@ def test_a_batch_looks_its_trial_up_once_and_inserts_the_parameters_together(
         for name in names:
             first.suggest_float(name, 0, 1)
     statements: list[str] = []
-    engine = _backend(study).engine
+    engine = storage._backend(study).engine
     listener = lambda *args: statements.append(args[2].split()[0])  # noqa: E731
     trial = study.ask()
     sqlalchemy.event.listen(engine, "before_cursor_execute", listener)
