@@ -127,7 +127,7 @@ class _HeldParam:
     name: str
     value: float  # Optuna's internal representation
     distribution: BaseDistribution
-    previous: BaseDistribution | None  # the study's, as Optuna's cache knows it
+    new_to_study: bool  # Optuna's cache knew no distribution for it
 
 
 class BatchingRDBStorage(RDBStorage):
@@ -169,7 +169,7 @@ class BatchingRDBStorage(RDBStorage):
                 self.check_trial_is_updatable(trial_id, cast(TrialState, trial.state))
             rows = []
             for param in params:
-                if param.previous is None:
+                if param.new_to_study:
                     self._set_trial_param_without_commit(
                         session, trial_id, param.name, param.value, param.distribution, None
                     )
@@ -202,7 +202,9 @@ class BatchingRDBStorage(RDBStorage):
             check_distribution_compatibility(previous_distribution, distribution)
         if self._holding(trial_id):
             self._held.params.append(
-                _HeldParam(param_name, param_value_internal, distribution, previous_distribution)
+                _HeldParam(
+                    param_name, param_value_internal, distribution, previous_distribution is None
+                )
             )
         else:
             super()._set_trial_param(
