@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from autocompress import pareto, report
 from autocompress.artifact import SUFFIX, ModelSpec, load_model
+from autocompress.collector import setup_frozen
 from autocompress.config import ExperimentConfig, build_config
 from autocompress.data import DataSplits, load_data
 from autocompress.errors import AutocompressError, ConfigError
@@ -328,13 +329,14 @@ def _run_trials(
         )
     if progress is not None:
         callbacks.append(progress)
-    study.optimize(
-        Objective(context),
-        n_trials=config.trials - done,
-        timeout=config.timeout,
-        catch=(Exception,),
-        callbacks=callbacks,
-    )
+    with setup_frozen():
+        study.optimize(
+            Objective(context),
+            n_trials=config.trials - done,
+            timeout=config.timeout,
+            catch=(Exception,),
+            callbacks=callbacks,
+        )
 
 
 def _measure_front(study: optuna.Study, data: DataSplits, models_dir: Path) -> None:
