@@ -7,7 +7,8 @@ Takes ``bench_search.py``'s arguments and runs it with the trial's steps wrapped
 clocks (no profiler, whose overhead swamps steps of a few milliseconds): Optuna's sampling,
 parameter and attribute writes (and their batches' commits), ask and the trial count;
 MLflow's trial run; compression, packing, the size formula, latency; ``fit`` and its
-validation passes (evaluation, which the issue counts outside fine-tuning). Prints,
+validation passes (evaluation, which the issue counts outside fine-tuning); the cyclic garbage
+collector's pauses while the trials run, and the part of them inside ``fit``. Prints,
 after the search, the milliseconds per trial of each (total over all trials / trials),
 largest first; the steps nest (``objective`` holds most of the others), so the column does
 not add up. Why: the issue's target is under 5% of a trial outside fine-tuning, and the share
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import gc
 import runpy
 import sys
 import time
@@ -36,6 +38,8 @@ import autocompress.tracking
 
 SECONDS: defaultdict[str, float] = defaultdict(float)
 CALLS: Counter[str] = Counter()
+# Whether the trials run (study.optimize) and whether a trial fine-tunes (fit), for the collector.
+ACTIVE = {"optimize": False, "fit": False}
 
 
 def clock(owner: Any, name: str, label: str) -> None:
@@ -52,6 +56,41 @@ def clock(owner: Any, name: str, label: str) -> None:
             CALLS[label] += 1
 
     setattr(owner, name, timed)
+
+
+def flag(owner: Any, name: str, key: str) -> None:
+    """Replace ``owner.name`` by a wrapper that sets ``ACTIVE[key]`` while it runs."""
+    inner = getattr(owner, name)
+
+    @functools.wraps(inner)
+    def flagged(*args: Any, **kwargs: Any) -> Any:
+        ACTIVE[key] = True
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            ACTIVE[key] = False
+
+    setattr(owner, name, flagged)
+
+
+def clock_collections() -> None:
+    """Add the collector's pauses while the trials run to "garbage collection" (and those
+    inside ``fit`` to a nested label), not the setup's or the report's."""
+    started = 0.0
+
+    def on_collection(phase: str, _info: dict[str, int]) -> None:
+        nonlocal started
+        if phase == "start":
+            started = time.perf_counter()
+            return
+        if not ACTIVE["optimize"]:
+            return
+        seconds = time.perf_counter() - started
+        for label in ["garbage collection"] + (["  of it inside fit"] if ACTIVE["fit"] else []):
+            SECONDS[label] += seconds
+            CALLS[label] += 1
+
+    gc.callbacks.append(on_collection)
 
 
 def report() -> None:
@@ -81,6 +120,9 @@ def main() -> None:
     clock(autocompress.study, "count_trials", "trial count")
     clock(autocompress.storage.BatchingRDBStorage, "_commit", "batched writes' commit")
     clock(optuna.samplers.TPESampler, "sample_relative", "TPE sample_relative")
+    flag(objective, "fit", "fit")
+    flag(optuna.Study, "optimize", "optimize")
+    clock_collections()
     atexit.register(report)
     script = Path(__file__).with_name("bench_search.py")
     sys.argv = [str(script), *sys.argv[1:]]
