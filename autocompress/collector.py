@@ -6,10 +6,10 @@ while the trials run, and each full collection walked all of them: 320-340 ms, t
 LeNet-300-100 trials. Frozen (``gc.freeze``) for the trials, they are skipped; and the first
 generation is collected every 20,000 allocations instead of 700, so a trial's short-lived
 objects (ORM rows, MLflow entities, Optuna's copies) are mostly freed by their reference counts
-before a collection looks at them. In those 150 trials the collector's time fell from 5.6 to
-1.4 ms per trial, 3.0 to 0.9 of it outside fine-tuning (docs/BENCHMARKS.md). Both are undone
-after the trials, so a process that runs several searches (tests, notebooks) still collects
-what it drops.
+before a collection looks at them. In those 150 trials the collector's pauses fell from
+5.4-5.8 to 1.4 ms per trial (docs/BENCHMARKS.md); whether the long ones had landed inside
+fine-tuning or outside it was chance. Both are undone after the trials, so a process that runs
+several searches (tests, notebooks) still collects what it drops.
 """
 
 from __future__ import annotations
