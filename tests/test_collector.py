@@ -1,6 +1,8 @@
 import gc
 import weakref
 
+import pytest
+
 from autocompress.collector import setup_frozen
 
 
@@ -37,9 +39,8 @@ def test_garbage_is_collected_before_the_freeze_and_inside_the_block() -> None:
 
 
 def test_unfrozen_after_an_error() -> None:
-    try:
-        with setup_frozen():
-            raise RuntimeError("trial loop failed")
-    except RuntimeError:
-        pass
+    thresholds = gc.get_threshold()
+    with pytest.raises(RuntimeError, match="trial loop failed"), setup_frozen():
+        raise RuntimeError("trial loop failed")
     assert gc.get_freeze_count() == 0
+    assert gc.get_threshold() == thresholds
