@@ -24,6 +24,7 @@ import runpy
 import sys
 import time
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,17 @@ import autocompress.tracking
 
 SECONDS: defaultdict[str, float] = defaultdict(float)
 CALLS: Counter[str] = Counter()
+# The same per block of BLOCK trials, to tell the steps that grow with the study from the rest.
+BLOCK = 150
+BLOCK_SECONDS: defaultdict[tuple[int, str], float] = defaultdict(float)
 # Whether the trials run (study.optimize) and whether a trial fine-tunes (fit), for the collector.
 ACTIVE = {"optimize": False, "fit": False}
+
+
+def add(label: str, seconds: float) -> None:
+    SECONDS[label] += seconds
+    CALLS[label] += 1
+    BLOCK_SECONDS[CALLS["objective"] // BLOCK, label] += seconds
 
 
 def clock(owner: Any, name: str, label: str) -> None:
@@ -52,8 +62,7 @@ def clock(owner: Any, name: str, label: str) -> None:
         try:
             return inner(*args, **kwargs)
         finally:
-            SECONDS[label] += time.perf_counter() - start
-            CALLS[label] += 1
+            add(label, time.perf_counter() - start)
 
     setattr(owner, name, timed)
 
@@ -87,19 +96,36 @@ def clock_collections() -> None:
             return
         seconds = time.perf_counter() - started
         for label in ["garbage collection"] + (["  of it inside fit"] if ACTIVE["fit"] else []):
-            SECONDS[label] += seconds
-            CALLS[label] += 1
+            add(label, seconds)
 
     gc.callbacks.append(on_collection)
+
+
+OUTSIDE = "outside training"
+
+
+def outside_training(seconds: Mapping[str, float]) -> float:
+    trial, fit, passes = ("trial (ask to tell)", "fit", "validation passes")
+    return seconds.get(trial, 0.0) - seconds.get(fit, 0.0) + seconds.get(passes, 0.0)
 
 
 def report() -> None:
     trials = CALLS["objective"]
     if not trials:
         return
-    print(f"\n{trials} trials; wall ms per trial (calls):", file=sys.stderr)
+    # The count: all of a trial but training (the validation passes are evaluation).
+    for block in {b for b, _ in BLOCK_SECONDS}:
+        mine = {label: v for (b, label), v in BLOCK_SECONDS.items() if b == block}
+        BLOCK_SECONDS[block, OUTSIDE] = outside_training(mine)
+    SECONDS[OUTSIDE] = outside_training(SECONDS)
+    last = trials // BLOCK - 1  # the last full block
+    blocks = f"; trials 1-{BLOCK}, {last * BLOCK + 1}-{(last + 1) * BLOCK}" if last > 0 else ""
+    print(f"\n{trials} trials; wall ms per trial (calls){blocks}:", file=sys.stderr)
     for label, seconds in sorted(SECONDS.items(), key=lambda item: -item[1]):
-        print(f"  {label:26} {1000 * seconds / trials:8.1f}  ({CALLS[label]})", file=sys.stderr)
+        row = f"  {label:26} {1000 * seconds / trials:8.1f}  ({CALLS[label]})"
+        if last > 0:
+            row += "".join(f" {1000 * BLOCK_SECONDS[b, label] / BLOCK:8.1f}" for b in (0, last))
+        print(row, file=sys.stderr)
 
 
 def main() -> None:
@@ -107,6 +133,7 @@ def main() -> None:
     for name in ("fit", "compress", "pack", "model_size", "materialize", "measure_latency"):
         clock(objective, name, name)
     clock(objective.Objective, "__call__", "objective")
+    clock(optuna.study._optimize, "_run_trial", "trial (ask to tell)")
     # inside fit: its validation passes, evaluation outside fine-tuning in the count
     # (and the few calls outside trials: the teacher's logits, the front's test accuracy)
     clock(autocompress.finetune, "predict_logits", "validation passes")
