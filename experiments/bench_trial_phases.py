@@ -49,7 +49,8 @@ ACTIVE = {"optimize": False, "fit": False}
 def add(label: str, seconds: float) -> None:
     SECONDS[label] += seconds
     CALLS[label] += 1
-    BLOCK_SECONDS[CALLS["objective"] // BLOCK, label] += seconds
+    if ACTIVE["optimize"]:  # in the block of the trial running: the one ``ask`` last started
+        BLOCK_SECONDS[(CALLS["study.ask"] - 1) // BLOCK, label] += seconds
 
 
 def clock(owner: Any, name: str, label: str) -> None:
@@ -113,11 +114,15 @@ def report() -> None:
     trials = CALLS["objective"]
     if not trials:
         return
-    # The count: all of a trial but training (the validation passes are evaluation).
+    # The count: all of a trial but training (the validation passes are evaluation),
+    # from what the trials spent (not the passes before or after them).
+    in_trials: defaultdict[str, float] = defaultdict(float)
+    for (_, label), seconds in BLOCK_SECONDS.items():
+        in_trials[label] += seconds
     for block in {b for b, _ in BLOCK_SECONDS}:
         mine = {label: v for (b, label), v in BLOCK_SECONDS.items() if b == block}
         BLOCK_SECONDS[block, OUTSIDE] = outside_training(mine)
-    SECONDS[OUTSIDE] = outside_training(SECONDS)
+    SECONDS[OUTSIDE] = outside_training(in_trials)
     last = trials // BLOCK - 1  # the last full block
     blocks = f"; trials 1-{BLOCK}, {last * BLOCK + 1}-{(last + 1) * BLOCK}" if last > 0 else ""
     print(f"\n{trials} trials; wall ms per trial (calls){blocks}:", file=sys.stderr)
