@@ -217,6 +217,19 @@ def float32_bytes(model: nn.Module) -> int:
     return 4 * (numel + _other_numel(model, set(layers)))
 
 
+def weight_sparsity(model: nn.Module) -> float:
+    """The share of zeros among the compressible layers' effective weights. A student's are
+    already masked and quantized, so zeros from rounding count too, as in ``model_size``'s
+    ``nonzero``: a trial reports this without the formula's encodings (2 ms of a 1.2 s
+    LeNet-300-100 trial, and the file's length is the size)."""
+    total = nonzero = 0
+    for _, layer in _layers(model):
+        weight = _weight(layer)
+        total += weight.numel()
+        nonzero += int(torch.count_nonzero(weight))
+    return 1 - nonzero / total if total else 0.0
+
+
 def model_size(model: nn.Module, bits: Mapping[str, int]) -> ModelSize:
     """The size of ``model`` compressed at ``bits`` per layer (missing layers: 32 bits).
 

@@ -6,7 +6,7 @@
 Takes ``bench_search.py``'s arguments and runs it with the trial's steps wrapped in wall
 clocks (no profiler, whose overhead swamps steps of a few milliseconds): Optuna's sampling,
 parameter and attribute writes (and their batches' commits), ask and the trial count;
-MLflow's trial run; compression, packing, the size formula, latency; ``fit`` and its
+MLflow's trial run; compression, packing, the weights' sparsity, latency; ``fit`` and its
 validation passes (evaluation, which the issue counts outside fine-tuning); the cyclic garbage
 collector's pauses while the trials run, and the part of them inside ``fit``. Prints,
 after the search, the milliseconds per trial of each (total over all trials / trials),
@@ -135,7 +135,7 @@ def report() -> None:
 
 def main() -> None:
     objective = autocompress.objective
-    for name in ("fit", "compress", "pack", "model_size", "materialize", "measure_latency"):
+    for name in ("fit", "compress", "pack", "weight_sparsity", "materialize", "measure_latency"):
         clock(objective, name, name)
     clock(objective.Objective, "__call__", "objective")
     clock(optuna.study._optimize, "_run_trial", "trial (ask to tell)")

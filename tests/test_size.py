@@ -15,7 +15,13 @@ from torch import nn
 from autocompress.errors import ConfigError
 from autocompress.prune import prune_
 from autocompress.quantize import quantize_
-from autocompress.size import HEADER_BITS, cheapest_encoding, float32_bytes, model_size
+from autocompress.size import (
+    HEADER_BITS,
+    cheapest_encoding,
+    float32_bytes,
+    model_size,
+    weight_sparsity,
+)
 
 
 class Net(nn.Module):
@@ -184,6 +190,20 @@ def test_compressed_model_counts_nothing_twice() -> None:
     assert by_name["depthwise"].bias_bits == 0
     assert size.total_bytes == math.ceil(size.total_bits / 8)
     assert size.total_bytes < float32_bytes(plain)
+
+
+def test_sparsity_counts_the_zeros_the_formula_counts() -> None:
+    """Masked and rounded zeros alike: 2-bit codes round small kept weights to zero."""
+    torch.manual_seed(2)
+    model = Net()
+    bits = {"conv": 2, "depthwise": 2, "seq": 8, "fc": 4}
+    prune_(model, {"conv": 0.5, "fc": 0.25})
+    quantize_(model, bits)
+    layers = model_size(model, bits).layers
+    zeros = sum(layer.numel - layer.nonzero for layer in layers)
+    assert zeros > round(0.5 * 216) + round(0.25 * 24)  # rounding added some
+    assert weight_sparsity(model) == pytest.approx(zeros / sum(layer.numel for layer in layers))
+    assert weight_sparsity(Net()) == 0.0
 
 
 def test_plain_model_with_bits_matches_quantized_model() -> None:
