@@ -102,10 +102,10 @@ class _DrawnStudy:
     ones (constant liar, Optuna 5's default) come from the trials this ``ask`` already read
     (Optuna's per-trial cache), and everything else is the study's own.
 
-    With the constant liar, Optuna's TPE reads the storage again for the running trials, a
-    few milliseconds after the same ``ask`` read them all: 1.8 ms per trial on SQLite, a third
-    of the draw at LeNet-300-100's usual study sizes (docs/BENCHMARKS.md). A worker that starts a
-    trial in between is seen by the next draw instead."""
+    With the constant liar, Optuna's TPE reads the storage again for the running trials in
+    each draw (one per group of parameters), a few milliseconds after the same ``ask`` read
+    them all: 1.8 ms per read on SQLite, a third of LeNet-300-100's draws in a 150-trial search
+    (docs/BENCHMARKS.md). A worker's trial started in between is seen by the next draw."""
 
     def __init__(self, study: optuna.Study, finished: list[FrozenTrial]) -> None:
         self._study = study
