@@ -140,9 +140,11 @@ def prune_(model: nn.Module, ratios: Mapping[str, float], keep_rows: Collection[
 
 
 def _register_mask(layer: nn.Module, mask: WeightMask) -> None:
-    parametrize.register_parametrization(layer, "weight", mask)
+    # unsafe: skip torch's check that a parametrization keeps shape and dtype, which these do
+    # by construction; the check evaluates the layer's whole chain at each registration.
+    parametrize.register_parametrization(layer, "weight", mask, unsafe=True)
     if isinstance(getattr(layer, "bias", None), Tensor):
-        parametrize.register_parametrization(layer, "bias", DeadChannelBias(mask))
+        parametrize.register_parametrization(layer, "bias", DeadChannelBias(mask), unsafe=True)
 
 
 def drop_zero_inputs_(model: nn.Module, zero_inputs: Mapping[str, Tensor]) -> dict[str, int]:

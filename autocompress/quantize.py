@@ -298,9 +298,11 @@ def quantize_(
         if weight_quantizer(layer) is not None:
             raise ConfigError(field, "layer is already quantized; quantize once")
         if b != FLOAT_BITS:
-            parametrize.register_parametrization(layer, "weight", WeightFakeQuant(b))
+            # unsafe: both keep shape and dtype by construction; torch's check would quantize
+            # the weight once more here (prune._register_mask says the same)
+            parametrize.register_parametrization(layer, "weight", WeightFakeQuant(b), unsafe=True)
             if isinstance(getattr(layer, "bias", None), Tensor):
-                parametrize.register_parametrization(layer, "bias", BiasFakeFp16())
+                parametrize.register_parametrization(layer, "bias", BiasFakeFp16(), unsafe=True)
     for name, ab in (act_bits or {}).items():
         field = f"act_bits/{name}"
         layer = compressible_layer(model, name, field)
@@ -311,8 +313,7 @@ def quantize_(
             raise ConfigError(field, "layer input is already quantized; quantize once")
         if ab == FLOAT_BITS:
             continue
-        weight = layer.weight
-        assert isinstance(weight, Tensor)
-        quant = ActFakeQuant(ab).to(weight.device)
+        # the device of the weight's storage: reading ``layer.weight`` would run its chain
+        quant = ActFakeQuant(ab).to(next(layer.parameters()).device)
         layer.add_module("input_quant", quant)
         layer.register_forward_pre_hook(quant.pre_hook)

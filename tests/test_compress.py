@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch.nn.utils import parametrize
 
 from autocompress.compress import compress, materialize
 from autocompress.models import build_model
 from autocompress.plan import CompressionPlan, FinetunePlan, LayerPlan
+from autocompress.quantize import WeightFakeQuant
 
 PLAN = CompressionPlan(
     layers={
@@ -64,3 +66,21 @@ def test_a_sparse_plan_drops_weights_reading_empty_units_and_keeps_every_class()
     assert bool(kept.any(dim=1).all())  # every class keeps a weight
     gradual = CompressionPlan(layers=layers, finetune=FinetunePlan(prune_schedule="gradual"))
     assert int((compress(teacher, gradual, example).fc2.weight != 0).sum()) == 1500
+
+
+def test_compress_quantizes_no_weight_while_building(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Registering a parametrization checks it by evaluating the layer's whole chain unless
+    told not to; the student's first forward pass is the first to quantize a weight."""
+    calls: list[int] = []
+    inner = WeightFakeQuant.forward
+
+    def counted(self: WeightFakeQuant, w: torch.Tensor) -> torch.Tensor:
+        calls.append(self.bits)
+        return inner(self, w)
+
+    monkeypatch.setattr(WeightFakeQuant, "forward", counted)
+    teacher = build_model("lenet5", (1, 28, 28), 10)
+    student = compress(teacher, PLAN, torch.zeros(2, 1, 28, 28))
+    assert calls == []
+    student(torch.zeros(1, 1, 28, 28))
+    assert sorted(calls) == [2, 4, 16]
