@@ -28,6 +28,7 @@ from autocompress.config import ExperimentConfig, build_config
 from autocompress.data import DataSplits, load_data
 from autocompress.errors import AutocompressError, ConfigError
 from autocompress.finetune import accuracy
+from autocompress.gp import StoppedAwareGPSampler
 from autocompress.heap import keep_freed_memory
 from autocompress.latency import measure_latency
 from autocompress.models import (
@@ -126,8 +127,8 @@ def make_sampler(name: str, seed: int, trials: int = 300) -> optuna.samplers.Bas
         return CachedTPESampler(seed=seed, multivariate=True, group=True, window=TPE_WINDOW)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(population_size=nsga2_population(trials), seed=seed)
-    if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
+    if name == "gp":  # shown the trials early stopping ended (autocompress.gp)
+        return StoppedAwareGPSampler(seed=seed)
     return optuna.samplers.RandomSampler(seed=seed)
 
 
@@ -312,6 +313,7 @@ def _run_trials(
         config, prepared.space, prepared.data, baseline, tracker, parent, models_dir,
         ModelSpec(canonical_model_spec(config.model), prepared.data.input_shape,
                   prepared.data.num_classes),
+        values_at_stop=config.sampler == "gp",
     )  # fmt: skip
     done = count_trials(study, FINISHED)
     if done >= config.trials:

@@ -14,6 +14,7 @@ from mlflow import MlflowClient
 import autocompress
 from autocompress import early_stop, objective
 from autocompress.config import build_config
+from autocompress.gp import VALUES_AT_STOP
 from autocompress.study import make_sampler, nsga2_population, queue_recipes, run_search
 
 STUDY = "mlp-digits-default"
@@ -90,6 +91,28 @@ def test_hopeless_trials_stop_early_as_pruned(tmp_path: Path) -> None:
     run = client.get_run(trial.user_attrs["mlflow_run_id"])
     assert run.info.status == "KILLED"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [1]
+
+
+@pytest.mark.parametrize("sampler", ["gp", "tpe"])
+def test_a_stopped_trial_records_its_values_at_the_stop_for_gp(
+    tmp_path: Path, sampler: str
+) -> None:
+    """GP models them (autocompress.gp); the other samplers skip the packing."""
+    cfg = config(
+        tmp_path, trials=1, space=harsh_space(tmp_path), early_stop_drop=0.01, sampler=sampler
+    )
+    with pytest.raises(autocompress.AutocompressError, match="no trial has completed"):
+        run_search(cfg, progress=False, echo=lambda _: None)
+    study = optuna.load_study(study_name="mlp-digits-harsh", storage=cfg.storage_url)
+    [trial] = study.trials
+    assert trial.state.name == "PRUNED"
+    if sampler == "tpe":
+        assert VALUES_AT_STOP not in trial.user_attrs
+        return
+    accuracy, size = trial.user_attrs[VALUES_AT_STOP]  # the study's objective order
+    assert accuracy == trial.user_attrs[early_stop.CURVE][-1]
+    # 1-bit weights, 96% pruned: the file of a plan far smaller than the float32 model
+    assert 0 < size < study.user_attrs["baseline"]["float32_bytes"] / 10
 
 
 def test_a_trial_that_cannot_end_within_max_drop_stops_at_the_learned_gain(
