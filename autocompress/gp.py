@@ -5,8 +5,9 @@ trial as pruned, so GP never learns that its plan was hopeless and proposes the 
 again: in a 60-minute LeNet-300-100 search (docs/BENCHMARKS.md) it drew one plan, with
 small variations, for 4,970 of its 5,000 trials, every one stopped after its first epoch.
 Here each stopped trial that recorded its objectives at the stop (``VALUES_AT_STOP``: the
-accuracy that stopped it, the size of its file) is shown to GP as a complete trial with
-those values; the study's records keep it as pruned, so fronts and reports are unchanged.
+accuracy that stopped it, the size of its file as it stood, with gradual pruning's masks as
+far as they had come) is shown to GP as a complete trial with those values; the study's
+records keep it as pruned, so fronts and reports are unchanged.
 The accuracy at a stop is below what the plan would have reached, and by the stop's own test
 it could not have ended near the baseline: a pessimistic, measured point, not a made-up one.
 

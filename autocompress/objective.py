@@ -49,7 +49,7 @@ class SearchContext:
     models_dir: Path  # each complete trial's compressed file; front members' are kept
     model_spec: ModelSpec  # what a compressed file rebuilds its architecture from
     # Whether a stopped trial records its objectives at the stop (``VALUES_AT_STOP``): the
-    # GP sampler models them (autocompress.gp); 4 ms of packing per stopped trial otherwise spent.
+    # GP sampler models them (autocompress.gp); the others skip its packing (4 ms a trial).
     values_at_stop: bool = False
 
 
