@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from autocompress import pareto, report
 from autocompress.artifact import SUFFIX, ModelSpec, load_model
+from autocompress.blas_threads import blas_single_threaded
 from autocompress.collector import setup_frozen
 from autocompress.config import ExperimentConfig, build_config
 from autocompress.data import DataSplits, load_data
@@ -521,6 +522,7 @@ def _setup(
     return prepared, study, baseline, tracker, parent
 
 
+@blas_single_threaded()
 def run_search(
     config: ExperimentConfig,
     *,
@@ -608,6 +610,7 @@ def existing_study(
     return study, config
 
 
+@blas_single_threaded()
 def run_worker(
     storage: str,
     study_name: str,

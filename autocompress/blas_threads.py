@@ -1,0 +1,29 @@
+"""numpy's and scipy's BLAS thread pools kept to one thread while a search runs.
+
+numpy and scipy each load their own OpenBLAS, each with a pool of as many threads as cores,
+beside torch's OpenMP pool. Optuna's GP sampler alternates torch's parallel kernels with
+scipy's L-BFGS-B and numpy calls, and once scikit-learn had been imported (by the default
+digits data, or by the importance plots that end a search) its draws in a LeNet-5 search took
+twice as long on 2 cores (draws 11-16: median 342 against 156 ms with the pools at one thread),
+the pools' threads waiting for cores the others held (docs/BENCHMARKS.md). Nothing a search
+does with numpy or scipy is large enough to need a BLAS pool: torch owns the cores.
+
+threadpoolctl changes only the libraries loaded when it is called, so scipy's is loaded first.
+This is the only module that imports threadpoolctl.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import scipy.linalg  # noqa: F401  loads scipy's OpenBLAS, so that the limit reaches it too
+from threadpoolctl import threadpool_limits
+
+
+@contextmanager
+def blas_single_threaded() -> Iterator[None]:
+    """Within the block every loaded BLAS library runs on one thread; torch's own threads
+    (OpenMP, and the MKL inside torch) are left as they are. Restored after."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
