@@ -4,9 +4,10 @@ numpy and scipy each load their own OpenBLAS, each with a pool of as many thread
 beside torch's OpenMP pool. Optuna's GP sampler alternates torch's parallel kernels with
 scipy's L-BFGS-B and numpy calls, and once scikit-learn had been imported (by the default
 digits data, or by the importance plots that end a search) its draws in a LeNet-5 search took
-twice as long on 2 cores (draws 11-16: median 342 against 156 ms with the pools at one thread),
-the pools' threads waiting for cores the others held (docs/BENCHMARKS.md). Nothing a search
-does with numpy or scipy is large enough to need a BLAS pool: torch owns the cores.
+twice as long on 2 cores (draws 11-16: median 342 against 156 ms with the pools at one thread;
+OpenMP's threads made to wait passively did as well: thread pools contending for the cores,
+docs/BENCHMARKS.md). Nothing a search does with numpy or scipy is large enough to need a BLAS
+pool: torch owns the cores.
 
 threadpoolctl changes only the libraries loaded when it is called, so scipy's is loaded first.
 This is the only module that imports threadpoolctl.
