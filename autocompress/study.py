@@ -362,7 +362,8 @@ def _measure_front(study: optuna.Study, data: DataSplits, models_dir: Path) -> N
     front = {t.number for t in study.best_trials}
     for path in models_dir.glob(f"trial-*{SUFFIX}"):  # only the front's files are worth keeping
         if int(path.stem.split("-")[1]) not in front:
-            path.unlink()
+            # searches sharing the study end together and remove the same files (a job array)
+            path.unlink(missing_ok=True)
 
 
 def _log_front(
