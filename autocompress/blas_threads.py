@@ -9,7 +9,8 @@ OpenMP's threads made to wait passively did as well: thread pools contending for
 docs/BENCHMARKS.md). Nothing a search does with numpy or scipy is large enough to need a BLAS
 pool: torch owns the cores.
 
-threadpoolctl changes only the libraries loaded when it is called, so scipy's is loaded first.
+threadpoolctl changes only the libraries loaded when it is called, so scipy's is loaded first,
+there rather than at import: commands that search nothing do not pay for it (0.19 s).
 This is the only module that imports threadpoolctl.
 """
 
@@ -18,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import scipy.linalg  # noqa: F401  loads scipy's OpenBLAS, so that the limit reaches it too
 from threadpoolctl import threadpool_limits
 
 
@@ -26,5 +26,7 @@ from threadpoolctl import threadpool_limits
 def blas_single_threaded() -> Iterator[None]:
     """Within the block every loaded BLAS library runs on one thread; torch's own threads
     (OpenMP, and the MKL inside torch) are left as they are. Restored after."""
+    import scipy.linalg  # noqa: F401  loads scipy's OpenBLAS, so that the limit reaches it too
+
     with threadpool_limits(limits=1, user_api="blas"):
         yield
