@@ -1,4 +1,4 @@
-"""numpy's and scipy's BLAS thread pools kept to one thread while a search runs.
+"""numpy's and scipy's BLAS thread pools kept to one thread while a search's trials run.
 
 numpy and scipy each load their own OpenBLAS, each with a pool of as many threads as cores,
 beside torch's OpenMP pool. Optuna's GP sampler alternates torch's parallel kernels with

@@ -332,7 +332,7 @@ def _run_trials(
         )
     if progress is not None:
         callbacks.append(progress)
-    with setup_frozen():
+    with setup_frozen(), blas_single_threaded():
         study.optimize(
             Objective(context),
             n_trials=config.trials - done,
@@ -523,7 +523,6 @@ def _setup(
     return prepared, study, baseline, tracker, parent
 
 
-@blas_single_threaded()
 def run_search(
     config: ExperimentConfig,
     *,
@@ -611,7 +610,6 @@ def existing_study(
     return study, config
 
 
-@blas_single_threaded()
 def run_worker(
     storage: str,
     study_name: str,
